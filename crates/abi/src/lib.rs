@@ -1,0 +1,261 @@
+//! The contract between the snapvisor VMM and its kernel-less guests.
+//!
+//! This crate is `no_std` and has no dependencies: the host (`snapvisor-vmm`) and every
+//! guest (`guest/runtime`) compile the same constants, so the two sides cannot drift.
+//! `docs/guest-abi.md` is the prose version of this file; change both together.
+//!
+//! The guest runs in 64-bit mode at CPL3 with an identity map (guest virtual ==
+//! guest physical). It talks to the VMM through a shared [mailbox](layout::MAILBOX)
+//! and a handful of `out` instructions ([`port`]).
+#![no_std]
+
+/// Version of this ABI. The VMM refuses snapshots taken under another version.
+pub const ABI_VERSION: u32 = 1;
+
+/// Bytes in a small page.
+pub const PAGE_SIZE: u64 = 0x1000;
+/// Bytes in a large page; guest page tables map all memory above [`layout::LOW_END`] with these.
+pub const HUGE_PAGE_SIZE: u64 = 0x20_0000;
+
+/// Guest physical memory layout. Every address is also the guest virtual address.
+///
+/// ```text
+/// 0x0000_0000  null guard page (not present)
+/// 0x0000_1000  PML4, PDPT, PT for the first 2 MiB, page directories
+/// 0x0001_4000  GDT (with the TSS descriptor)
+/// 0x0001_5000  TSS
+/// 0x0001_6000  IDT (vectors 0..32)
+/// 0x0001_7000  exception stubs (code, written by the VMM)
+/// 0x0001_8000  BootInfo
+/// 0x0001_c000  exception (CPL0) stack, 16 KiB, top at 0x2_0000
+/// 0x000f_f000  stack guard page (not present)
+/// 0x0010_0000  stack, 1 MiB, top at 0x20_0000
+/// 0x0020_0000  mailbox, 2 MiB
+/// 0x0040_0000  guest image (ELF PT_LOAD segments)
+/// image end, rounded up to 2 MiB .. memory end: heap
+/// ```
+pub mod layout {
+    use super::{HUGE_PAGE_SIZE, PAGE_SIZE};
+
+    /// Page 0 is never mapped, so null dereferences fault.
+    pub const NULL_GUARD: u64 = 0;
+    /// Level-4 page table.
+    pub const PML4: u64 = 0x1000;
+    /// The one page-directory-pointer table (512 GiB of reach).
+    pub const PDPT: u64 = 0x2000;
+    /// 4 KiB page table for the first 2 MiB (so that the guard pages can exist).
+    pub const PT_LOW: u64 = 0x3000;
+    /// First page directory; directory `i` maps GiB `i` and lives at `PD_BASE + i * 4 KiB`.
+    pub const PD_BASE: u64 = 0x4000;
+    /// Number of page directories reserved, which bounds guest memory.
+    pub const PD_COUNT: u64 = 16;
+    /// Largest guest memory the layout can map (16 GiB).
+    pub const MAX_MEM_SIZE: u64 = PD_COUNT << 30;
+    /// Global descriptor table.
+    pub const GDT: u64 = PD_BASE + PD_COUNT * PAGE_SIZE;
+    /// Task-state segment (holds the CPL0 stack pointer used when an exception arrives).
+    pub const TSS: u64 = GDT + PAGE_SIZE;
+    /// Interrupt descriptor table.
+    pub const IDT: u64 = TSS + PAGE_SIZE;
+    /// Exception vectors with an IDT entry; others are left not present.
+    pub const IDT_VECTORS: u64 = 32;
+    /// Exception stubs, [`EXCEPTION_STUB_SIZE`] bytes per vector.
+    pub const EXCEPTION_STUBS: u64 = IDT + PAGE_SIZE;
+    /// Bytes between two exception stubs.
+    pub const EXCEPTION_STUB_SIZE: u64 = 8;
+    /// The [`BootInfo`](super::BootInfo) handed to the entry point.
+    pub const BOOT_INFO: u64 = EXCEPTION_STUBS + PAGE_SIZE;
+    /// Top of the stack the CPU switches to when an exception arrives.
+    pub const EXCEPTION_STACK_TOP: u64 = 0x2_0000;
+    /// Not-present page below the stack: an overflow faults instead of corrupting memory.
+    pub const STACK_GUARD: u64 = STACK_BASE - PAGE_SIZE;
+    /// Lowest stack address.
+    pub const STACK_BASE: u64 = 0x10_0000;
+    /// The entry point starts with `rsp = STACK_TOP - 8`.
+    pub const STACK_TOP: u64 = 0x20_0000;
+    /// End of the 4 KiB-mapped low area; everything above is mapped with 2 MiB pages.
+    pub const LOW_END: u64 = HUGE_PAGE_SIZE;
+    /// Shared mailbox between VMM and guest.
+    pub const MAILBOX: u64 = 0x20_0000;
+    /// Size of the mailbox.
+    pub const MAILBOX_SIZE: u64 = HUGE_PAGE_SIZE;
+    /// Lowest address a guest image segment may use.
+    pub const IMAGE_BASE: u64 = 0x40_0000;
+    /// Smallest guest memory the layout supports (room for an image and a heap).
+    pub const MIN_MEM_SIZE: u64 = 16 << 20;
+
+    /// Start of the heap for an image whose segments end at `image_end`.
+    pub const fn heap_start(image_end: u64) -> u64 {
+        (image_end + HUGE_PAGE_SIZE - 1) & !(HUGE_PAGE_SIZE - 1)
+    }
+}
+
+/// Offsets inside the mailbox (relative to [`layout::MAILBOX`]).
+pub mod mailbox {
+    /// [`MailboxHeader`](super::MailboxHeader) at the start of the mailbox.
+    pub const HEADER: u64 = 0;
+    /// Request bytes written by the VMM before it resumes a ready guest.
+    pub const REQUEST: u64 = 0x1000;
+    /// Capacity of the request area.
+    pub const REQUEST_MAX: u64 = 0x10_0000 - REQUEST;
+    /// Response bytes written by the guest before `out RESPOND`.
+    pub const RESPONSE: u64 = 0x10_0000;
+    /// Capacity of the response area.
+    pub const RESPONSE_MAX: u64 = 0x8_0000;
+    /// Console text or abort message written by the guest before `out CONSOLE` / `out ABORT`.
+    pub const MESSAGE: u64 = 0x18_0000;
+    /// Capacity of the message area.
+    pub const MESSAGE_MAX: u64 = 0x8_0000;
+}
+
+/// I/O ports of the hypercalls. The 32-bit value written with `out dx, eax` is the argument.
+///
+/// Ports are 4 apart because a 32-bit `out` to port `p` uses ports `p..p+4`, all of which
+/// the TSS I/O permission bitmap must grant.
+pub mod port {
+    /// Console write: argument = length of the text in the message area.
+    pub const CONSOLE: u16 = 0x10;
+    /// Ready for a request (init done, or previous response delivered). Argument ignored.
+    /// When the VMM resumes the guest, a request of `MailboxHeader::request_len` bytes waits.
+    pub const READY: u16 = 0x14;
+    /// Response written: argument = its length in the response area.
+    pub const RESPOND: u16 = 0x18;
+    /// Unrecoverable guest error: argument = length of the message in the message area.
+    pub const ABORT: u16 = 0x1c;
+    /// Used only by the VMM's exception stubs (at CPL0); the exception frame is on the stack.
+    pub const EXCEPTION: u16 = 0x20;
+}
+
+/// Magic value of [`BootInfo::magic`] ("SNAPVISR").
+pub const BOOT_MAGIC: u64 = 0x5253_4956_5041_4E53;
+
+/// What the VMM hands to the guest entry point (pointer in `rdi`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BootInfo {
+    /// [`BOOT_MAGIC`].
+    pub magic: u64,
+    /// [`ABI_VERSION`].
+    pub abi_version: u32,
+    /// Reserved, zero.
+    pub reserved: u32,
+    /// Bytes of guest memory.
+    pub mem_size: u64,
+    /// First heap byte (2 MiB aligned).
+    pub heap_start: u64,
+    /// One past the last heap byte.
+    pub heap_end: u64,
+    /// Guest address of the mailbox.
+    pub mailbox: u64,
+}
+
+/// The first bytes of the mailbox.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MailboxHeader {
+    /// Length of the pending request, written by the VMM (never above `mailbox::REQUEST_MAX`).
+    pub request_len: u32,
+    /// Invocation counter, written by the VMM (1 for the first request after a boot or restore).
+    pub sequence: u32,
+}
+
+/// Exception frame as the VMM finds it at `rsp` when a stub reports an exception.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExceptionFrame {
+    /// Vector number pushed by the stub.
+    pub vector: u64,
+    /// Error code pushed by the CPU (or 0 pushed by the stub).
+    pub error_code: u64,
+    /// Faulting instruction.
+    pub rip: u64,
+    /// Code segment at the fault.
+    pub cs: u64,
+    /// Flags at the fault.
+    pub rflags: u64,
+    /// Stack pointer at the fault.
+    pub rsp: u64,
+    /// Stack segment at the fault.
+    pub ss: u64,
+}
+
+/// Vectors for which the CPU pushes an error code.
+pub const fn exception_has_error_code(vector: u8) -> bool {
+    matches!(vector, 8 | 10..=14 | 17 | 21 | 29 | 30)
+}
+
+/// Short name of an exception vector.
+pub const fn exception_name(vector: u64) -> &'static str {
+    match vector {
+        0 => "#DE divide error",
+        1 => "#DB debug",
+        2 => "NMI",
+        3 => "#BP breakpoint",
+        4 => "#OF overflow",
+        5 => "#BR bound range",
+        6 => "#UD invalid opcode",
+        7 => "#NM device not available",
+        8 => "#DF double fault",
+        10 => "#TS invalid TSS",
+        11 => "#NP segment not present",
+        12 => "#SS stack fault",
+        13 => "#GP general protection",
+        14 => "#PF page fault",
+        16 => "#MF x87 floating point",
+        17 => "#AC alignment check",
+        18 => "#MC machine check",
+        19 => "#XM SIMD floating point",
+        20 => "#VE virtualization",
+        21 => "#CP control protection",
+        _ => "reserved vector",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_regions_do_not_overlap() {
+        use layout::*;
+        let regions = [
+            (PML4, PAGE_SIZE),
+            (PDPT, PAGE_SIZE),
+            (PT_LOW, PAGE_SIZE),
+            (PD_BASE, PD_COUNT * PAGE_SIZE),
+            (GDT, PAGE_SIZE),
+            (TSS, PAGE_SIZE),
+            (IDT, PAGE_SIZE),
+            (EXCEPTION_STUBS, PAGE_SIZE),
+            (BOOT_INFO, PAGE_SIZE),
+            (EXCEPTION_STACK_TOP - 0x4000, 0x4000),
+            (STACK_GUARD, PAGE_SIZE),
+            (STACK_BASE, STACK_TOP - STACK_BASE),
+            (MAILBOX, MAILBOX_SIZE),
+        ];
+        for (i, a) in regions.iter().enumerate() {
+            assert!(a.0 >= PAGE_SIZE, "region {i} overlaps the null guard");
+            for b in &regions[i + 1..] {
+                assert!(a.0 + a.1 <= b.0, "{a:x?} overlaps {b:x?}");
+            }
+        }
+        assert!(BOOT_INFO + PAGE_SIZE <= EXCEPTION_STACK_TOP - 0x4000);
+        assert!(IDT_VECTORS * EXCEPTION_STUB_SIZE <= PAGE_SIZE);
+        assert_eq!(MAILBOX + MAILBOX_SIZE, IMAGE_BASE);
+    }
+
+    #[test]
+    fn mailbox_areas_fit() {
+        use mailbox::*;
+        assert!(core::mem::size_of::<MailboxHeader>() as u64 <= REQUEST);
+        assert_eq!(REQUEST + REQUEST_MAX, RESPONSE);
+        assert_eq!(RESPONSE + RESPONSE_MAX, MESSAGE);
+        assert_eq!(MESSAGE + MESSAGE_MAX, layout::MAILBOX_SIZE);
+    }
+
+    #[test]
+    fn heap_start_is_huge_page_aligned() {
+        assert_eq!(layout::heap_start(0x40_0001), 0x60_0000);
+        assert_eq!(layout::heap_start(0x60_0000), 0x60_0000);
+    }
+}

@@ -1,0 +1,116 @@
+//! Host-side measurements of a VM: page faults of the vCPU thread, and which pages of a
+//! guest's memory are resident and whether they are private to it or shared.
+//!
+//! Residency comes from `/proc/self/pagemap`: bit 63 = present, bit 61 = file page or
+//! shared anonymous page (page cache, pool pages) as opposed to a private anonymous page
+//! (copied on write, zero-filled, or read in by the VMM). As root the frame numbers are
+//! visible too, which lets concurrent VMs' shared pages be counted once.
+
+use serde::Serialize;
+use std::collections::HashSet;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+
+/// Page faults of the calling thread (`getrusage(RUSAGE_THREAD)`), which include the
+/// faults KVM takes on the guest's behalf while the thread is in `KVM_RUN`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ThreadFaults {
+    /// Faults served without I/O.
+    pub minor: u64,
+    /// Faults that waited for I/O.
+    pub major: u64,
+}
+
+impl ThreadFaults {
+    /// Counters of the calling thread now.
+    pub fn now() -> Self {
+        // SAFETY: zero is a valid rusage; getrusage writes into the struct we own.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: RUSAGE_THREAD with a valid out-pointer.
+        unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) };
+        ThreadFaults { minor: usage.ru_minflt as u64, major: usage.ru_majflt as u64 }
+    }
+
+    /// `self - earlier`.
+    pub fn since(self, earlier: ThreadFaults) -> ThreadFaults {
+        ThreadFaults {
+            minor: self.minor.saturating_sub(earlier.minor),
+            major: self.major.saturating_sub(earlier.major),
+        }
+    }
+
+    /// Minor + major.
+    pub fn total(self) -> u64 {
+        self.minor + self.major
+    }
+}
+
+/// Resident memory of one guest, from pagemap.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct MemoryUsage {
+    /// Bytes of private anonymous pages (only this VM uses them).
+    pub private_bytes: u64,
+    /// Bytes of file-backed or shared pages (page cache, pool): shareable between VMs.
+    pub shared_bytes: u64,
+    /// Frame numbers of the shared pages (empty without the privilege to see them).
+    #[serde(skip)]
+    pub shared_frames: HashSet<u64>,
+}
+
+const PRESENT: u64 = 1 << 63;
+const FILE_OR_SHARED: u64 = 1 << 61;
+const PFN_MASK: u64 = (1 << 55) - 1;
+
+impl MemoryUsage {
+    /// Scans the pagemap entries of `[addr, addr+len)` in this process.
+    pub fn scan(addr: *const u8, len: usize) -> std::io::Result<Self> {
+        let pagemap = File::open("/proc/self/pagemap")?;
+        let page = 4096usize;
+        let first = addr as usize / page;
+        let pages = len.div_ceil(page);
+        let mut usage = MemoryUsage::default();
+        let mut buf = vec![0u8; 8 * 8192];
+        let mut done = 0;
+        while done < pages {
+            let n = (pages - done).min(8192);
+            let bytes = &mut buf[..8 * n];
+            pagemap.read_exact_at(bytes, ((first + done) * 8) as u64)?;
+            for entry in bytes.chunks_exact(8) {
+                let e = u64::from_le_bytes(entry.try_into().expect("8 bytes"));
+                if e & PRESENT == 0 {
+                    continue;
+                }
+                if e & FILE_OR_SHARED != 0 {
+                    usage.shared_bytes += page as u64;
+                    let pfn = e & PFN_MASK;
+                    if pfn != 0 {
+                        usage.shared_frames.insert(pfn);
+                    }
+                } else {
+                    usage.private_bytes += page as u64;
+                }
+            }
+            done += n;
+        }
+        Ok(usage)
+    }
+}
+
+/// Total host memory of several VMs: private pages summed, shared pages counted once (by
+/// frame number when visible, else the largest VM's shared bytes as a lower bound).
+pub fn total_memory(usages: &[&MemoryUsage]) -> u64 {
+    let private: u64 = usages.iter().map(|u| u.private_bytes).sum();
+    let frames_visible = usages.iter().all(|u| u.shared_bytes == 0 || !u.shared_frames.is_empty());
+    let shared = if frames_visible {
+        let all: HashSet<u64> = usages.iter().flat_map(|u| u.shared_frames.iter().copied()).collect();
+        all.len() as u64 * 4096
+    } else {
+        usages.iter().map(|u| u.shared_bytes).max().unwrap_or(0)
+    };
+    private + shared
+}
+
+/// MiB as a float, for reports.
+pub fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1 << 20) as f64
+}

@@ -1,0 +1,343 @@
+//! SnapStart: restoring a VM from a snapshot with one of several memory strategies.
+//!
+//! Every strategy implements [`MemoryStrategy`]: it builds the restored guest's memory
+//! (how the guest region is mapped) and may start a [`Pager`] that serves the guest's
+//! faults while it runs (where a faulting page's contents come from, via a
+//! [`PageSource`]); both report what they did. The VM code ([`restore`]) does not know
+//! which strategy it runs:
+//!
+//! | strategy | guest memory | on first touch |
+//! |---|---|---|
+//! | `lazy` | `MAP_PRIVATE` of the memory file (Firecracker's File backend, "Vanilla") | kernel reads the page (page cache) |
+//! | `uffd` | anonymous, registered with userfaultfd (Firecracker's Uffd backend) | handler thread copies it from the file (`UFFDIO_COPY`, zero ranges `UFFDIO_ZEROPAGE`) |
+//! | `cached` | anonymous, the whole image read in before resume ("DRAM-cached") | nothing to load |
+//! | `pass` | the persistent-memory pool's own pages, mapped privately and pre-faulted (see `crate::pool`) | nothing to load; writes copy the page |
+
+mod cached;
+mod lazy;
+pub mod pass;
+mod uffd;
+
+use crate::machine::MicroVm;
+use crate::snapshot::{Snapshot, SnapshotError, VmState};
+use crate::vstate::kvm::Hypervisor;
+use crate::vstate::memory::GuestMemory;
+use crate::vstate::vm::Vm;
+use crate::Error;
+use serde::Serialize;
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use cached::Cached;
+pub use lazy::Lazy;
+pub use pass::Pass;
+pub use uffd::{Uffd, DEFAULT_CHUNK};
+
+/// The restore strategies snapvisor knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    /// Private file mapping, demand paging by the kernel ("Vanilla" Firecracker).
+    Lazy,
+    /// userfaultfd demand paging from the file (Lambda-SnapStart-like).
+    Uffd,
+    /// Whole image read into anonymous memory before resume ("DRAM-cached").
+    Cached,
+    /// PASS: pool pages mapped directly, pre-faulted, zero-copy.
+    Pass,
+}
+
+impl Strategy {
+    /// Every implemented strategy, in benchmark order.
+    pub const ALL: [Strategy; 4] = [Strategy::Lazy, Strategy::Uffd, Strategy::Cached, Strategy::Pass];
+
+    /// Name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::Lazy => "lazy",
+            Strategy::Uffd => "uffd",
+            Strategy::Cached => "cached",
+            Strategy::Pass => "pass",
+        }
+    }
+
+    /// Whether the strategy restores from the persistent-memory pool (else from a snapshot directory).
+    pub fn uses_pool(self) -> bool {
+        self == Strategy::Pass
+    }
+}
+
+impl fmt::Display for Strategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A strategy name that is not implemented or not known.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum StrategyParseError {
+    /// Known from the literature, not implemented in this build.
+    #[error("restore strategy `{0}` is not implemented in this build (implemented: lazy, uffd, cached, pass)")]
+    NotImplemented(String),
+    /// Unknown.
+    #[error("unknown restore strategy `{0}` (implemented: lazy, uffd, cached, pass)")]
+    Unknown(String),
+}
+
+impl FromStr for Strategy {
+    type Err = StrategyParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "lazy" => Ok(Strategy::Lazy),
+            "uffd" => Ok(Strategy::Uffd),
+            "cached" => Ok(Strategy::Cached),
+            "pass" => Ok(Strategy::Pass),
+            "reap" | "faasnap" => Err(StrategyParseError::NotImplemented(s.into())),
+            _ => Err(StrategyParseError::Unknown(s.into())),
+        }
+    }
+}
+
+/// Why a restore failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// The snapshot could not be read.
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    /// The pool could not be read.
+    #[error(transparent)]
+    Pool(#[from] crate::pool::PoolError),
+    /// The strategy cannot restore from this kind of source.
+    #[error("strategy `{strategy}` restores from {needs}, not from {got}")]
+    WrongSource {
+        /// Strategy.
+        strategy: Strategy,
+        /// What it needs.
+        needs: &'static str,
+        /// What it got.
+        got: &'static str,
+    },
+    /// Setting up guest memory failed.
+    #[error("{what} failed")]
+    Memory {
+        /// What was being done.
+        what: &'static str,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The medium cannot do what the strategy needs.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// Shorthand for a memory-setup error.
+pub(crate) fn mem_err(what: &'static str) -> impl FnOnce(std::io::Error) -> RestoreError {
+    move |source| RestoreError::Memory { what, source }
+}
+
+/// Where a restore reads its snapshot from.
+#[derive(Clone, Debug)]
+pub enum SnapshotSource {
+    /// A snapshot directory on a filesystem.
+    Dir(PathBuf),
+    /// A snapshot imported into a persistent-memory pool, found by its id.
+    Pool {
+        /// The open pool.
+        pool: Arc<crate::pool::Pool>,
+        /// Snapshot id in the pool's table.
+        id: String,
+    },
+}
+
+/// A snapshot opened for one restore.
+pub enum OpenedSnapshot {
+    /// From a directory.
+    Dir(Snapshot),
+    /// From the pool.
+    Pool(crate::pool::PoolSnapshot),
+}
+
+impl OpenedSnapshot {
+    /// The saved VM state.
+    pub fn state(&self) -> &VmState {
+        match self {
+            OpenedSnapshot::Dir(s) => s.state(),
+            OpenedSnapshot::Pool(s) => s.state(),
+        }
+    }
+
+    /// Function name.
+    pub fn function(&self) -> &str {
+        match self {
+            OpenedSnapshot::Dir(s) => &s.manifest().function,
+            OpenedSnapshot::Pool(s) => s.function(),
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            OpenedSnapshot::Dir(_) => "a snapshot directory",
+            OpenedSnapshot::Pool(_) => "a pool snapshot",
+        }
+    }
+}
+
+impl SnapshotSource {
+    /// Opens (reads and checks) the snapshot's metadata.
+    pub fn open(&self) -> Result<OpenedSnapshot, RestoreError> {
+        Ok(match self {
+            SnapshotSource::Dir(dir) => OpenedSnapshot::Dir(Snapshot::open(dir)?),
+            SnapshotSource::Pool { pool, id } => OpenedSnapshot::Pool(pool.open_snapshot(id)?),
+        })
+    }
+}
+
+/// What a pager did for one VM.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct PagerReport {
+    /// Faults served.
+    pub faults: u64,
+    /// Bytes copied into guest memory.
+    pub bytes_copied: u64,
+    /// Faults served with zero pages.
+    pub zero_faults: u64,
+}
+
+/// Serves a restored guest's page faults while it runs (e.g. a userfaultfd handler thread).
+pub trait Pager: Send {
+    /// What it did so far.
+    fn report(&self) -> PagerReport;
+}
+
+/// Where a faulting page's contents come from.
+pub trait PageSource: Send + Sync {
+    /// Fills `buf` with guest memory at `offset`.
+    fn read(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()>;
+    /// Whether `[offset, offset+len)` is known to be all zero.
+    fn is_zero(&self, offset: u64, len: u64) -> bool;
+}
+
+/// Guest memory built by a strategy for one VM.
+pub struct RestoredMemory {
+    /// The guest's RAM.
+    pub memory: GuestMemory,
+    /// Fault server, if the strategy needs one while the guest runs.
+    pub pager: Option<Box<dyn Pager>>,
+    /// Bytes the strategy loaded or mapped before resume (read in, or pre-faulted).
+    pub prepared_bytes: u64,
+}
+
+/// How a restored guest's memory is brought back: the one thing strategies differ in.
+pub trait MemoryStrategy: Send + Sync {
+    /// Which strategy this is.
+    fn strategy(&self) -> Strategy;
+    /// Builds guest memory for one VM restored from `snapshot`.
+    fn restore_memory(&self, snapshot: &OpenedSnapshot) -> Result<RestoredMemory, RestoreError>;
+}
+
+/// The strategy object for `strategy` with default settings.
+pub fn strategy(strategy: Strategy) -> Box<dyn MemoryStrategy> {
+    match strategy {
+        Strategy::Lazy => Box::new(Lazy),
+        Strategy::Uffd => Box::new(Uffd::new(DEFAULT_CHUNK)),
+        Strategy::Cached => Box::new(Cached),
+        Strategy::Pass => Box::new(Pass::default()),
+    }
+}
+
+/// Where the time of one restore went.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct RestoreTimes {
+    /// KVM VM and vCPU creation.
+    pub vm_create: Duration,
+    /// Reading and checking the snapshot's metadata, loading the vCPU state.
+    pub state_load: Duration,
+    /// Building guest memory (the strategy) and registering it with KVM.
+    pub memory_setup: Duration,
+}
+
+impl RestoreTimes {
+    /// Sum of the parts.
+    pub fn total(&self) -> Duration {
+        self.vm_create + self.state_load + self.memory_setup
+    }
+}
+
+/// A restored VM, ready for its request, and the pager serving its faults.
+pub struct RestoredVm {
+    /// The VM (dropped before the pager).
+    pub vm: MicroVm,
+    /// The strategy's fault server, if any.
+    pub pager: Option<Box<dyn Pager>>,
+    /// Bytes loaded or mapped before resume.
+    pub prepared_bytes: u64,
+    /// Where the restore's time went.
+    pub times: RestoreTimes,
+    /// Function the snapshot was taken of.
+    pub function: String,
+}
+
+impl RestoredVm {
+    /// The pager's report (zeros without a pager).
+    pub fn pager_report(&self) -> PagerReport {
+        self.pager.as_ref().map(|p| p.report()).unwrap_or_default()
+    }
+}
+
+/// Restores a VM from `source` with `strategy`; the guest is at its `ready` point.
+pub fn restore(hv: &Hypervisor, source: &SnapshotSource, strategy: &dyn MemoryStrategy) -> Result<RestoredVm, Error> {
+    let start = Instant::now();
+    let mut vm = Vm::create(hv)?;
+    let created = Instant::now();
+    let snapshot = source.open()?;
+    let opened = Instant::now();
+    let restored = strategy.restore_memory(&snapshot)?;
+    vm.attach_memory(restored.memory)?;
+    let mapped = Instant::now();
+    vm.vcpu().restore_state(&snapshot.state().vcpu)?;
+    let loaded = Instant::now();
+    let times = RestoreTimes {
+        vm_create: created - start,
+        state_load: (opened - created) + (loaded - mapped),
+        memory_setup: mapped - opened,
+    };
+    Ok(RestoredVm {
+        vm: MicroVm::restored(vm, snapshot.state().layout),
+        pager: restored.pager,
+        prepared_bytes: restored.prepared_bytes,
+        times,
+        function: snapshot.function().to_string(),
+    })
+}
+
+/// The snapshot directory of `snapshot`, or a [`RestoreError::WrongSource`] for `strategy`.
+pub(crate) fn dir_snapshot(strategy: Strategy, snapshot: &OpenedSnapshot) -> Result<&Snapshot, RestoreError> {
+    match snapshot {
+        OpenedSnapshot::Dir(s) => Ok(s),
+        other => Err(RestoreError::WrongSource { strategy, needs: "a snapshot directory", got: other.kind() }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strategy_names_round_trip() {
+        for s in Strategy::ALL {
+            assert_eq!(s.name().parse::<Strategy>(), Ok(s));
+        }
+    }
+
+    #[test]
+    fn unimplemented_and_unknown_strategies_are_errors() {
+        assert_eq!("reap".parse::<Strategy>(), Err(StrategyParseError::NotImplemented("reap".into())));
+        assert_eq!("faasnap".parse::<Strategy>(), Err(StrategyParseError::NotImplemented("faasnap".into())));
+        assert_eq!("mmap".parse::<Strategy>(), Err(StrategyParseError::Unknown("mmap".into())));
+    }
+}

@@ -1,0 +1,177 @@
+//! Writing a snapshot directory atomically: temporary directory, fsync, rename.
+
+use super::{
+    digest_bytes, state_file, LayoutRecord, Manifest, MemoryRecord, PageRange, SnapshotError, StateRecord, VmState,
+    FORMAT_VERSION, MANIFEST, MEMORY, STATE,
+};
+use crate::vstate::memory::GuestMemory;
+use snapvisor_abi::PAGE_SIZE;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+/// What a snapshot is made of.
+pub struct SnapshotInput<'a> {
+    /// Function (or image) name.
+    pub function: &'a str,
+    /// The guest ELF the VM booted.
+    pub image: &'a [u8],
+    /// VM state at the `ready` hypercall.
+    pub state: VmState,
+    /// Guest RAM (no vCPU may run while the snapshot is written).
+    pub memory: &'a GuestMemory,
+}
+
+fn io(path: &Path, what: &'static str) -> impl FnOnce(std::io::Error) -> SnapshotError {
+    let path = path.to_path_buf();
+    move |source| SnapshotError::Io { path, what, source }
+}
+
+/// Writes the snapshot to `dir`. Without `force`, an existing `dir` is an error; with it,
+/// the old snapshot is replaced only once the new one is complete.
+pub fn write(dir: &Path, input: SnapshotInput<'_>, force: bool) -> Result<Manifest, SnapshotError> {
+    if dir.exists() && !force {
+        return Err(SnapshotError::Exists(dir.to_path_buf()));
+    }
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).map_err(io(&parent, "create directory"))?;
+    let name = dir
+        .file_name()
+        .ok_or_else(|| SnapshotError::Corrupt { path: dir.to_path_buf(), reason: "not a directory name".into() })?;
+    let name = name.to_string_lossy();
+    remove_stale_partials(&parent, &name);
+    let tmp = parent.join(format!(".{name}.partial-{}", std::process::id()));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(io(&tmp, "remove stale temporary directory"))?;
+    }
+    std::fs::create_dir(&tmp).map_err(io(&tmp, "create directory"))?;
+
+    let result = write_files(&tmp, input);
+    let manifest = match result {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+    };
+    sync_dir(&tmp)?;
+    if dir.exists() {
+        let old = parent.join(format!(".{name}.old-{}", std::process::id()));
+        std::fs::rename(dir, &old).map_err(io(dir, "move the old snapshot aside"))?;
+        std::fs::rename(&tmp, dir).map_err(io(dir, "rename into place"))?;
+        std::fs::remove_dir_all(&old).map_err(io(&old, "remove the old snapshot"))?;
+    } else {
+        std::fs::rename(&tmp, dir).map_err(io(dir, "rename into place"))?;
+    }
+    sync_dir(&parent)?;
+    Ok(manifest)
+}
+
+fn write_files(tmp: &Path, input: SnapshotInput<'_>) -> Result<Manifest, SnapshotError> {
+    let mem_size = input.memory.size();
+    let memory_path = tmp.join(MEMORY);
+    // SAFETY: the caller guarantees no vCPU runs while the snapshot is written.
+    let bytes = unsafe { input.memory.as_slice() };
+    let (zero_ranges, data_pages) = write_memory(&memory_path, bytes)?;
+    let digest = digest_bytes(bytes);
+
+    let state_path = tmp.join(STATE);
+    let layout: LayoutRecord = input.state.layout;
+    let (encoded, crc64) = state_file::encode(&input.state).map_err(|e| SnapshotError::Corrupt {
+        path: state_path.clone(),
+        reason: format!("cannot encode state: {e}"),
+    })?;
+    write_synced(&state_path, &encoded)?;
+
+    let manifest = Manifest {
+        format_version: FORMAT_VERSION,
+        abi_version: snapvisor_abi::ABI_VERSION,
+        function: input.function.to_string(),
+        image_digest: digest_bytes(input.image),
+        mem_size,
+        layout,
+        memory: MemoryRecord { file: MEMORY.into(), digest, data_pages, zero_ranges },
+        state: StateRecord { file: STATE.into(), crc64, bytes: encoded.len() as u64 },
+        created_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    };
+    // The manifest goes last: a directory without one is never a snapshot.
+    let manifest_path = tmp.join(MANIFEST);
+    let json = serde_json::to_vec_pretty(&manifest)
+        .map_err(|e| SnapshotError::Corrupt { path: manifest_path.clone(), reason: e.to_string() })?;
+    write_synced(&manifest_path, &json)?;
+    Ok(manifest)
+}
+
+/// Writes the non-zero pages of `bytes` to a sparse file; returns the zero ranges and the
+/// number of data pages.
+fn write_memory(path: &Path, bytes: &[u8]) -> Result<(Vec<PageRange>, u64), SnapshotError> {
+    let file = OpenOptions::new().write(true).create_new(true).open(path).map_err(io(path, "create"))?;
+    file.set_len(bytes.len() as u64).map_err(io(path, "set length"))?;
+    let page = PAGE_SIZE as usize;
+    let mut zero_ranges: Vec<PageRange> = Vec::new();
+    let mut data_pages = 0;
+    let mut run_start: Option<usize> = None;
+    for (index, chunk) in bytes.chunks_exact(page).enumerate() {
+        if is_zero(chunk) {
+            if let Some(start) = run_start.take() {
+                file.write_all_at(&bytes[start * page..index * page], (start * page) as u64)
+                    .map_err(io(path, "write"))?;
+            }
+            match zero_ranges.last_mut() {
+                Some(r) if r.first + r.count == index as u64 => r.count += 1,
+                _ => zero_ranges.push(PageRange { first: index as u64, count: 1 }),
+            }
+        } else {
+            data_pages += 1;
+            run_start.get_or_insert(index);
+        }
+    }
+    if let Some(start) = run_start {
+        file.write_all_at(&bytes[start * page..], (start * page) as u64).map_err(io(path, "write"))?;
+    }
+    file.sync_all().map_err(io(path, "fsync"))?;
+    Ok((zero_ranges, data_pages))
+}
+
+/// Whether a page is all zero (word at a time).
+pub fn is_zero(page: &[u8]) -> bool {
+    // SAFETY: u64 has no invalid bit patterns; align_to splits off any unaligned ends.
+    let (head, words, tail) = unsafe { page.align_to::<u64>() };
+    head.iter().all(|&b| b == 0) && words.iter().all(|&w| w == 0) && tail.iter().all(|&b| b == 0)
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), SnapshotError> {
+    let mut file = OpenOptions::new().write(true).create_new(true).open(path).map_err(io(path, "create"))?;
+    file.write_all(bytes).map_err(io(path, "write"))?;
+    file.sync_all().map_err(io(path, "fsync"))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), SnapshotError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir, "fsync directory"))
+}
+
+/// Removes temporary directories of earlier writers of `name` that are no longer running.
+fn remove_stale_partials(parent: &Path, name: &str) {
+    let Ok(entries) = std::fs::read_dir(parent) else { return };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let file_name = file_name.to_string_lossy();
+        let Some(pid) = file_name
+            .strip_prefix(&format!(".{name}.partial-"))
+            .or_else(|| file_name.strip_prefix(&format!(".{name}.old-")))
+        else {
+            continue;
+        };
+        let alive = pid.parse::<u32>().is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+        if !alive {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! KVM state: the hypervisor handle, VMs, vCPUs, guest memory and KVM counters.
+
+pub mod kvm;
+pub mod memory;
+pub mod stats;
+pub mod vcpu;
+pub mod vm;

@@ -1,0 +1,99 @@
+//! A guest that misbehaves on request, for the VMM's fault-handling tests.
+//!
+//! Init fills an 8 MiB buffer with a pattern (so its snapshot has data to protect). The
+//! request names the behaviour: `echo`, `hello`, `loop`, `panic`, `null`, `ud`,
+//! `stack-overflow`, `respond-too-long`, `console-too-long`, `abort-too-long`,
+//! `unknown-port`, `in-port`, `fake-exception`, `scribble` (overwrite the buffer, answer its
+//! digest), `sum` (answer a checksum of the buffer).
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+use alloc::format;
+use alloc::vec::Vec;
+use snapvisor_abi::{mailbox, port};
+use snapvisor_runtime::hypercall::out;
+
+snapvisor_runtime::entry!(main);
+
+const BUFFER: usize = 8 << 20;
+
+fn main() -> ! {
+    snapvisor_runtime::serve(init, handle)
+}
+
+fn init() -> Vec<u8> {
+    (0..BUFFER).map(|i| (i % 251) as u8 | 1).collect()
+}
+
+fn checksum(buffer: &[u8]) -> u64 {
+    buffer.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+}
+
+#[inline(never)]
+#[allow(unconditional_recursion)]
+fn recurse(depth: u64) -> u64 {
+    let frame = [depth; 64];
+    core::hint::black_box(&frame);
+    recurse(depth + 1) + frame[0]
+}
+
+fn handle(buffer: &mut Vec<u8>, request: &[u8]) -> Vec<u8> {
+    match request {
+        b"echo" => request.to_vec(),
+        b"hello" => {
+            snapvisor_runtime::println!("hello from the guest");
+            request.to_vec()
+        }
+        b"loop" => loop {
+            core::hint::spin_loop();
+        },
+        b"panic" => panic!("hostile guest panics on purpose"),
+        b"null" => {
+            // SAFETY: deliberately reads the unmapped null page to raise #PF.
+            let v = unsafe { core::ptr::read_volatile(core::ptr::null::<u64>()) };
+            format!("{v}").into_bytes()
+        }
+        b"ud" => {
+            // SAFETY: deliberately executes an undefined instruction to raise #UD.
+            unsafe { core::arch::asm!("ud2") };
+            Vec::new()
+        }
+        b"stack-overflow" => format!("{}", recurse(0)).into_bytes(),
+        b"respond-too-long" => {
+            out(port::RESPOND, mailbox::RESPONSE_MAX as u32 + 1);
+            Vec::new()
+        }
+        b"console-too-long" => {
+            out(port::CONSOLE, mailbox::MESSAGE_MAX as u32 + 1);
+            Vec::new()
+        }
+        b"abort-too-long" => {
+            out(port::ABORT, u32::MAX);
+            Vec::new()
+        }
+        b"unknown-port" => {
+            out(0x99, 0);
+            Vec::new()
+        }
+        b"in-port" => {
+            let v: u8;
+            // SAFETY: deliberately reads from an I/O port the VMM does not serve.
+            unsafe { core::arch::asm!("in al, dx", in("dx") 0x14u16, out("al") v) };
+            format!("{v}").into_bytes()
+        }
+        b"fake-exception" => {
+            out(port::EXCEPTION, 0);
+            Vec::new()
+        }
+        b"scribble" => {
+            for (i, b) in buffer.iter_mut().enumerate() {
+                *b = (i % 13) as u8;
+            }
+            format!("{:016x}", checksum(buffer)).into_bytes()
+        }
+        b"sum" => format!("{:016x}", checksum(buffer)).into_bytes(),
+        other => format!("unknown request {:?}", core::str::from_utf8(other)).into_bytes(),
+    }
+}
