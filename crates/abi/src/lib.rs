@@ -211,51 +211,59 @@ pub const fn exception_name(vector: u64) -> &'static str {
     }
 }
 
+// The layout is checked at compile time: a change that makes regions overlap or areas
+// overflow does not build, on the host or in any guest.
+const _: () = {
+    use layout::*;
+    let regions: [(u64, u64); 13] = [
+        (PML4, PAGE_SIZE),
+        (PDPT, PAGE_SIZE),
+        (PT_LOW, PAGE_SIZE),
+        (PD_BASE, PD_COUNT * PAGE_SIZE),
+        (GDT, PAGE_SIZE),
+        (TSS, PAGE_SIZE),
+        (IDT, PAGE_SIZE),
+        (EXCEPTION_STUBS, PAGE_SIZE),
+        (BOOT_INFO, PAGE_SIZE),
+        (EXCEPTION_STACK_TOP - 0x4000, 0x4000),
+        (STACK_GUARD, PAGE_SIZE),
+        (STACK_BASE, STACK_TOP - STACK_BASE),
+        (MAILBOX, MAILBOX_SIZE),
+    ];
+    // Sorted, disjoint, above the null guard.
+    let mut i = 0;
+    while i < regions.len() {
+        assert!(regions[i].0 >= PAGE_SIZE, "a region overlaps the null guard");
+        if i + 1 < regions.len() {
+            assert!(regions[i].0 + regions[i].1 <= regions[i + 1].0, "layout regions overlap");
+        }
+        i += 1;
+    }
+    assert!(IDT_VECTORS * EXCEPTION_STUB_SIZE <= PAGE_SIZE);
+    assert!(MAILBOX + MAILBOX_SIZE == IMAGE_BASE);
+    assert!(STACK_TOP <= LOW_END && MAILBOX % HUGE_PAGE_SIZE == 0 && IMAGE_BASE % HUGE_PAGE_SIZE == 0);
+    assert!(core::mem::size_of::<MailboxHeader>() as u64 <= mailbox::REQUEST);
+    assert!(mailbox::REQUEST + mailbox::REQUEST_MAX == mailbox::RESPONSE);
+    assert!(mailbox::RESPONSE + mailbox::RESPONSE_MAX == mailbox::MESSAGE);
+    assert!(mailbox::MESSAGE + mailbox::MESSAGE_MAX == layout::MAILBOX_SIZE);
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn layout_regions_do_not_overlap() {
-        use layout::*;
-        let regions = [
-            (PML4, PAGE_SIZE),
-            (PDPT, PAGE_SIZE),
-            (PT_LOW, PAGE_SIZE),
-            (PD_BASE, PD_COUNT * PAGE_SIZE),
-            (GDT, PAGE_SIZE),
-            (TSS, PAGE_SIZE),
-            (IDT, PAGE_SIZE),
-            (EXCEPTION_STUBS, PAGE_SIZE),
-            (BOOT_INFO, PAGE_SIZE),
-            (EXCEPTION_STACK_TOP - 0x4000, 0x4000),
-            (STACK_GUARD, PAGE_SIZE),
-            (STACK_BASE, STACK_TOP - STACK_BASE),
-            (MAILBOX, MAILBOX_SIZE),
-        ];
-        for (i, a) in regions.iter().enumerate() {
-            assert!(a.0 >= PAGE_SIZE, "region {i} overlaps the null guard");
-            for b in &regions[i + 1..] {
-                assert!(a.0 + a.1 <= b.0, "{a:x?} overlaps {b:x?}");
-            }
-        }
-        assert!(BOOT_INFO + PAGE_SIZE <= EXCEPTION_STACK_TOP - 0x4000);
-        assert!(IDT_VECTORS * EXCEPTION_STUB_SIZE <= PAGE_SIZE);
-        assert_eq!(MAILBOX + MAILBOX_SIZE, IMAGE_BASE);
-    }
-
-    #[test]
-    fn mailbox_areas_fit() {
-        use mailbox::*;
-        assert!(core::mem::size_of::<MailboxHeader>() as u64 <= REQUEST);
-        assert_eq!(REQUEST + REQUEST_MAX, RESPONSE);
-        assert_eq!(RESPONSE + RESPONSE_MAX, MESSAGE);
-        assert_eq!(MESSAGE + MESSAGE_MAX, layout::MAILBOX_SIZE);
-    }
-
-    #[test]
-    fn heap_start_is_huge_page_aligned() {
+    fn heap_start_rounds_up_to_a_huge_page() {
         assert_eq!(layout::heap_start(0x40_0001), 0x60_0000);
         assert_eq!(layout::heap_start(0x60_0000), 0x60_0000);
+        assert_eq!(layout::heap_start(0x5f_ffff), 0x60_0000);
+    }
+
+    #[test]
+    fn error_codes_follow_the_sdm() {
+        let with: [u8; 8] = [8, 10, 11, 12, 13, 14, 17, 21];
+        for v in 0..32u8 {
+            assert_eq!(exception_has_error_code(v), with.contains(&v) || v == 29 || v == 30, "vector {v}");
+        }
     }
 }

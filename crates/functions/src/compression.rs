@@ -98,7 +98,7 @@ impl Function for Compression {
     type State = State;
 
     fn init() -> State {
-        let mut rng = rng(0x7a69_70, 0);
+        let mut rng = rng(0x007a_6970, 0);
         let mut corpus = Vec::with_capacity(CORPUS_SIZE + 16);
         while corpus.len() < CORPUS_SIZE {
             // Zipf-like: small indices are much more frequent.

@@ -85,8 +85,8 @@ impl<'a> GuestImage<'a> {
         if ehdr.e_ident[..4] != [0x7f, b'E', b'L', b'F'] {
             return Err(ImageError::NotElf("bad magic"));
         }
-        if ehdr.e_ident[elf::EI_CLASS as usize] != elf::ELFCLASS64 as u8
-            || ehdr.e_ident[elf::EI_DATA as usize] != elf::ELFDATA2LSB as u8
+        if ehdr.e_ident[elf::EI_CLASS] != elf::ELFCLASS64
+            || ehdr.e_ident[elf::EI_DATA] != elf::ELFDATA2LSB
             || ehdr.e_machine != 62
         {
             return Err(ImageError::WrongMachine);

@@ -174,16 +174,17 @@ impl MicroVm {
         if request.len() as u64 > mailbox::REQUEST_MAX {
             return Err(Error::RequestTooLarge { len: request.len(), max: mailbox::REQUEST_MAX });
         }
+        // The clock starts before the request is written: delivering it (and any page fault
+        // that causes in a restored guest's mailbox) is part of the invocation.
+        let counters = self.vm.vcpu().counters();
+        let faults = ThreadFaults::now();
+        let start = Instant::now();
         self.sequence = self.sequence.wrapping_add(1);
         let mem = self.vm.memory()?;
         mem.write(layout::MAILBOX + mailbox::REQUEST, request)?;
         let header = MailboxHeader { request_len: request.len() as u32, sequence: self.sequence };
         mem.write_u32(layout::MAILBOX + mailbox::HEADER, header.request_len)?;
         mem.write_u32(layout::MAILBOX + mailbox::HEADER + 4, header.sequence)?;
-
-        let counters = self.vm.vcpu().counters();
-        let faults = ThreadFaults::now();
-        let start = Instant::now();
         let event = self.run(timeout)?;
         let duration = start.elapsed();
         let faults = ThreadFaults::now().since(faults);
@@ -232,9 +233,8 @@ impl MicroVm {
 
 /// Checks a guest memory size against the layout.
 pub fn check_mem_size(mem_size: u64) -> Result<(), Error> {
-    if mem_size < layout::MIN_MEM_SIZE
-        || mem_size > layout::MAX_MEM_SIZE
-        || mem_size % snapvisor_abi::HUGE_PAGE_SIZE != 0
+    if !(layout::MIN_MEM_SIZE..=layout::MAX_MEM_SIZE).contains(&mem_size)
+        || !mem_size.is_multiple_of(snapvisor_abi::HUGE_PAGE_SIZE)
     {
         return Err(Error::MemSize { size: mem_size, min: layout::MIN_MEM_SIZE, max: layout::MAX_MEM_SIZE });
     }

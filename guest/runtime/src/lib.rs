@@ -19,6 +19,7 @@ extern crate alloc;
 
 pub use snapvisor_abi as abi;
 
+mod heap;
 pub mod hypercall;
 mod mem;
 
@@ -27,8 +28,8 @@ use alloc::vec::Vec;
 use core::fmt::Write;
 
 #[global_allocator]
-static HEAP: talc::sync::TalcLock<spinning_top::RawSpinlock, talc::source::Manual, talc::DefaultBinning> =
-    talc::sync::TalcLock::new(talc::source::Manual);
+static HEAP: talc::sync::TalcLock<spinning_top::RawSpinlock, heap::GrowingHeap, talc::DefaultBinning> =
+    talc::sync::TalcLock::new(heap::GrowingHeap::empty());
 
 /// Defines the guest's entry point `_start`, which sets up the runtime and calls `$main`.
 #[macro_export]
@@ -63,12 +64,11 @@ pub unsafe fn start(boot: *const BootInfo) {
             abi::ABI_VERSION
         ));
     }
-    let size = info.heap_end.saturating_sub(info.heap_start) as usize;
-    // SAFETY: the heap range is guest RAM that nothing else uses (guest ABI), claimed once.
-    let claimed = unsafe { HEAP.lock().claim(info.heap_start as *mut u8, size) };
-    if claimed.is_none() {
-        hypercall::abort_with(format_args!("heap of {size} bytes is too small"));
+    if info.heap_end <= info.heap_start {
+        hypercall::abort_with(format_args!("empty heap {:#x}..{:#x}", info.heap_start, info.heap_end));
     }
+    // SAFETY: the heap range is guest RAM that nothing else uses (guest ABI).
+    HEAP.lock().source = unsafe { heap::GrowingHeap::new(info.heap_start as *mut u8, info.heap_end as *mut u8) };
 }
 
 /// Runs `init` once, then serves requests forever: `ready` → request → `handler` → respond.

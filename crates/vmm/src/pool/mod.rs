@@ -243,7 +243,7 @@ impl Pool {
     /// Creates a pool of `size` bytes at `path` (a device, or a file that is created) and
     /// formats it: superblock, empty snapshot table, commit record.
     pub fn create(path: &Path, size: u64) -> Result<Self, PoolError> {
-        if size < MIN_POOL_SIZE || size % EXTENT != 0 {
+        if size < MIN_POOL_SIZE || !size.is_multiple_of(EXTENT) {
             return Err(PoolError::Invalid(format!(
                 "pool size {size} is not a multiple of 2 MiB of at least {MIN_POOL_SIZE} bytes"
             )));

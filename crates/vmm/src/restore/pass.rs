@@ -12,7 +12,10 @@
 //! rather than silently written to.
 
 use super::{mem_err, MemoryStrategy, OpenedSnapshot, RestoreError, RestoredMemory, Strategy};
+use crate::pool::medium::Medium;
 use crate::vstate::memory::{Advice, GuestMemory, Mapping};
+use snapvisor_abi::layout;
+use std::path::Path;
 
 /// The `pass` strategy.
 #[derive(Clone, Copy, Debug)]
@@ -25,6 +28,17 @@ impl Default for Pass {
     fn default() -> Self {
         Pass { prefault: true }
     }
+}
+
+/// Refuses media the kernel cannot map copy-on-write (device-dax): guests would write the pool.
+fn require_private_mappings(medium: Medium, path: &Path) -> Result<(), RestoreError> {
+    if medium.allows_private_mappings() {
+        return Ok(());
+    }
+    Err(RestoreError::Unsupported(format!(
+        "{}: {medium} cannot be mapped copy-on-write, so guests would write the pool; put the pool on a DAX filesystem or use the emulated pool",
+        path.display()
+    )))
 }
 
 impl MemoryStrategy for Pass {
@@ -41,13 +55,7 @@ impl MemoryStrategy for Pass {
             });
         };
         let pool = snapshot.pool();
-        if !pool.medium().allows_private_mappings() {
-            return Err(RestoreError::Unsupported(format!(
-                "{}: {} cannot be mapped copy-on-write, so guests would write the pool; put the pool on a DAX filesystem or use the emulated pool",
-                pool.path().display(),
-                pool.medium()
-            )));
-        }
+        require_private_mappings(pool.medium(), pool.path())?;
         let index = snapshot.index();
         let mapping = Mapping::reserve(index.mem_size as usize).map_err(mem_err("reserving guest address space"))?;
         let mut prepared = 0;
@@ -77,7 +85,31 @@ impl MemoryStrategy for Pass {
                 }
             }
         }
+        // The mailbox takes a few KiB of small writes per invocation: when it starts out
+        // zero, 4 KiB pages (two small faults) cost less than zero-filling a 2 MiB page.
+        let mailbox = (layout::MAILBOX as usize, layout::MAILBOX_SIZE as usize);
+        if index.runs.iter().any(|r| {
+            r.pool.is_none() && r.guest <= layout::MAILBOX && r.guest + r.len >= layout::MAILBOX + layout::MAILBOX_SIZE
+        }) {
+            mapping
+                .advise(mailbox.0, mailbox.1, Advice::NoHugePage)
+                .map_err(mem_err("advising small pages for the mailbox"))?;
+        }
         let memory = GuestMemory::new(mapping).map_err(mem_err("creating the guest memory view"))?;
         Ok(RestoredMemory { memory, pager: None, prepared_bytes: prepared })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_dax_is_refused_with_a_clear_error() {
+        let err = require_private_mappings(Medium::DevDax, Path::new("/dev/dax0.0")).unwrap_err();
+        assert!(err.to_string().contains("cannot be mapped copy-on-write"), "{err}");
+        for ok in [Medium::FsDax, Medium::EmulatedHugetlbfs, Medium::EmulatedTmpfs { huge: true }] {
+            assert!(require_private_mappings(ok, Path::new("/p")).is_ok());
+        }
     }
 }

@@ -254,8 +254,6 @@ impl Snapshot {
                 ),
             });
         }
-        check_zero_ranges(&manifest, &manifest_path)?;
-
         let state_path = dir.join(&manifest.state.file);
         let bytes = std::fs::read(&state_path).map_err(io_err(&state_path, "read"))?;
         let (state, crc) = state_file::decode(&bytes, &state_path)?;
@@ -276,6 +274,7 @@ impl Snapshot {
                 reason: "guest layout differs from the manifest's".into(),
             });
         }
+        check_zero_ranges(&manifest, &manifest_path)?;
 
         let memory_path = dir.join(&manifest.memory.file);
         let memory = File::open(&memory_path).map_err(io_err(&memory_path, "open"))?;
@@ -332,6 +331,21 @@ impl Snapshot {
         let computed = digest_reader(&self.memory, self.mem_size()).map_err(io_err(&path, "read"))?;
         if computed != self.manifest.memory.digest {
             return Err(SnapshotError::Digest { path, expected: self.manifest.memory.digest.clone(), computed });
+        }
+        Ok(())
+    }
+
+    /// Reads the snapshot's memory file through the page cache, so that all of it is
+    /// cached ("page cache warm", a well-defined starting state for a restore).
+    pub fn warm_page_cache(&self) -> Result<(), SnapshotError> {
+        use std::os::unix::fs::FileExt;
+        let path = self.memory_path();
+        let mut buf = vec![0u8; 4 << 20];
+        let mut offset = 0;
+        while offset < self.mem_size() {
+            let n = buf.len().min((self.mem_size() - offset) as usize);
+            self.memory.read_exact_at(&mut buf[..n], offset).map_err(io_err(&path, "read"))?;
+            offset += n as u64;
         }
         Ok(())
     }

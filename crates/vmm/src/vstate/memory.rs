@@ -30,6 +30,8 @@ unsafe impl Sync for Mapping {}
 pub enum Advice {
     /// Back with transparent huge pages where possible.
     HugePage,
+    /// Do not use transparent huge pages.
+    NoHugePage,
     /// Map pages now, read-only where the mapping is private (no copy).
     PopulateRead,
     /// Map pages now, writable (copies private file pages, allocates anonymous ones).
@@ -42,7 +44,7 @@ impl Mapping {
     /// Reserves `len` bytes (a multiple of 2 MiB) of address space, 2 MiB-aligned, not
     /// accessible; pieces are then mapped into it.
     pub fn reserve(len: usize) -> io::Result<Self> {
-        if len == 0 || len as u64 % HUGE_PAGE_SIZE != 0 {
+        if len == 0 || !(len as u64).is_multiple_of(HUGE_PAGE_SIZE) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "mapping size must be a positive multiple of 2 MiB",
@@ -164,6 +166,7 @@ impl Mapping {
         let at = self.check(offset, len)?;
         let advice = match advice {
             Advice::HugePage => libc::MADV_HUGEPAGE,
+            Advice::NoHugePage => libc::MADV_NOHUGEPAGE,
             Advice::PopulateRead => libc::MADV_POPULATE_READ,
             Advice::PopulateWrite => libc::MADV_POPULATE_WRITE,
             Advice::DontNeed => libc::MADV_DONTNEED,

@@ -20,7 +20,7 @@ snapvisor_runtime::entry!(main);
 const BUFFER: usize = 8 << 20;
 
 fn main() -> ! {
-    snapvisor_runtime::serve(init, handle)
+    snapvisor_runtime::serve(init, |buffer: &mut Vec<u8>, request: &[u8]| handle(buffer, request))
 }
 
 fn init() -> Vec<u8> {
@@ -39,7 +39,7 @@ fn recurse(depth: u64) -> u64 {
     recurse(depth + 1) + frame[0]
 }
 
-fn handle(buffer: &mut Vec<u8>, request: &[u8]) -> Vec<u8> {
+fn handle(buffer: &mut [u8], request: &[u8]) -> Vec<u8> {
     match request {
         b"echo" => request.to_vec(),
         b"hello" => {

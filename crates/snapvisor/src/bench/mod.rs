@@ -1,0 +1,315 @@
+//! `snapvisor bench`: every function × every strategy, warm invocation vs SnapStart,
+//! side by side on the same snapshots, plus the concurrency experiment.
+//!
+//! For each function: a fresh snapshot; warm invocations on a running VM; SnapStarts
+//! with each filesystem strategy from a warm and from an evicted page cache; SnapStarts
+//! with `pass` from the pool (the snapshot imported once). Each configuration gets one
+//! untimed warm-up run, then `reps` rounds in which every configuration runs once
+//! (interleaved, so drift on a shared machine spreads evenly). Every response's digest is checked
+//! against the host's own computation of the same request. Results: `results.csv` (one
+//! row per VM), `concurrency.csv`, `summary.md` and `concurrency.svg` in the output directory.
+
+mod plot;
+pub mod report;
+
+use crate::data::{self, DataDir};
+use crate::runner::{snapstart, RunError, VmSample, WarmVm};
+use indicatif::{ProgressBar, ProgressStyle};
+use report::{ConcurrencyRow, Header, Row};
+use snapvisor_vmm::pool::medium::EmulatedKind;
+use snapvisor_vmm::pool::Pool;
+use snapvisor_vmm::restore::{strategy as make_strategy, SnapshotSource, Strategy};
+use snapvisor_vmm::Hypervisor;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct BenchConfig {
+    /// Functions (built-in names).
+    pub functions: Vec<String>,
+    /// Strategies.
+    pub strategies: Vec<Strategy>,
+    /// Measured repetitions per configuration.
+    pub reps: usize,
+    /// Output directory.
+    pub out: PathBuf,
+    /// Data directory (snapshots, the benchmark's pool).
+    pub data: DataDir,
+    /// Guest memory bytes.
+    pub mem_size: u64,
+    /// Concurrency levels of the concurrency experiment (empty: skip it).
+    pub concurrency: Vec<usize>,
+    /// Functions the concurrency experiment runs.
+    pub concurrency_functions: Vec<String>,
+    /// Whether to also restore from an evicted page cache.
+    pub cold: bool,
+    /// Emulated pool medium.
+    pub pool_medium: EmulatedKind,
+    /// Per-run guest timeout.
+    pub timeout: Duration,
+}
+
+/// Why the benchmark failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// A run failed.
+    #[error("{function} / {what}")]
+    Run {
+        /// Function.
+        function: String,
+        /// Configuration.
+        what: String,
+        /// The failure.
+        #[source]
+        source: RunError,
+    },
+    /// The VMM failed outside a run.
+    #[error(transparent)]
+    Vmm(#[from] snapvisor_vmm::Error),
+    /// The pool failed.
+    #[error(transparent)]
+    Pool(#[from] snapvisor_vmm::pool::PoolError),
+    /// A function is not built in.
+    #[error("no built-in function `{0}` (see `snapvisor functions`)")]
+    UnknownFunction(String),
+    /// Writing results failed.
+    #[error("{}: could not write results", .0.display())]
+    Write(PathBuf, #[source] std::io::Error),
+    /// A guest answered differently from the host's computation.
+    #[error("{0} responses did not match the host's computation (see digest_ok in results.csv)")]
+    DigestMismatch(usize),
+}
+
+/// The medium label of filesystem SnapStarts.
+pub fn disk_medium(cold: bool) -> &'static str {
+    if cold {
+        "disk-cold"
+    } else {
+        "disk-warm"
+    }
+}
+
+/// One SnapStart configuration of the latency experiment.
+struct Config {
+    strategy: Strategy,
+    source: SnapshotSource,
+    medium: &'static str,
+    cold: bool,
+}
+
+/// Removes the benchmark's pool emulation when dropped (also on errors).
+struct PoolGuard(Option<PathBuf>);
+
+impl Drop for PoolGuard {
+    fn drop(&mut self) {
+        if let Some(root) = self.0.take() {
+            if let Err(e) = data::destroy_pool(&root) {
+                eprintln!("warning: could not tear down the benchmark pool under {}: {e}", root.display());
+            }
+        }
+    }
+}
+
+/// Runs the benchmark and writes its results; returns the Markdown summary.
+pub fn run(hv: &Hypervisor, config: &BenchConfig) -> Result<String, BenchError> {
+    for f in config.functions.iter().chain(&config.concurrency_functions) {
+        if snapvisor_functions::info(f).is_none() || snapvisor_guest_images::get(f).is_none() {
+            return Err(BenchError::UnknownFunction(f.clone()));
+        }
+    }
+    std::fs::create_dir_all(&config.out).map_err(|e| BenchError::Write(config.out.clone(), e))?;
+    let file_strategies: Vec<Strategy> = config.strategies.iter().copied().filter(|s| !s.uses_pool()).collect();
+    let with_pass = config.strategies.contains(&Strategy::Pass);
+    let media: Vec<bool> = if config.cold { vec![false, true] } else { vec![false] };
+
+    let conc_runs: usize = config.concurrency.iter().sum::<usize>().max(1) * config.strategies.len();
+    let per_function = config.reps * (1 + file_strategies.len() * media.len() + usize::from(with_pass));
+    let total = (config.functions.len() * per_function + config.concurrency_functions.len() * conc_runs) as u64;
+    let progress = ProgressBar::new(total).with_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
+            .expect("valid template"),
+    );
+
+    // Snapshots, and the pool with every snapshot imported once.
+    let mut functions: Vec<String> = config.functions.clone();
+    for f in &config.concurrency_functions {
+        if !functions.contains(f) {
+            functions.push(f.clone());
+        }
+    }
+    let mut pool_guard = PoolGuard(None);
+    let mut pool: Option<Arc<Pool>> = None;
+    for function in &functions {
+        progress.set_message(format!("snapshot {function}"));
+        take_snapshot(hv, config, function)?;
+    }
+    if with_pass {
+        let root = config.data.bench_pool_root();
+        let _ = data::destroy_pool(&root); // a run that was killed may have left one
+        let data_bytes: u64 = functions
+            .iter()
+            .map(|f| snapvisor_vmm::snapshot::Snapshot::open(config.data.snapshot(f)).map(|s| s.mem_size()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(snapvisor_vmm::Error::from)?
+            .iter()
+            .sum();
+        let size = data_bytes + (64 << 20);
+        // Copy-on-write room for the most concurrent VMs (hugetlbfs reserves it per mapping).
+        let cow = data_bytes * config.concurrency.iter().copied().max().unwrap_or(1).max(1) as u64;
+        progress.set_message("pool init".to_string());
+        let p = data::init_pool(None, &root, size, cow, config.pool_medium)?;
+        pool_guard.0 = Some(root);
+        for function in &functions {
+            progress.set_message(format!("pool import {function}"));
+            p.import(&config.data.snapshot(function), function, &mut |_, _| {})?;
+        }
+        pool = Some(p);
+    }
+    let pool_medium = pool.as_ref().map(|p| p.medium());
+
+    let mut rows: Vec<Row> = Vec::new();
+    let mut conc_rows: Vec<ConcurrencyRow> = Vec::new();
+    for function in &config.functions {
+        let info = snapvisor_functions::info(function).expect("checked above");
+        let request = info.default_request.as_bytes();
+        progress.set_message(format!("{function}: host computation"));
+        let expected =
+            crate::runner::digest_of(&snapvisor_functions::run_native(function, request).expect("built in")).map_err(
+                |source| BenchError::Run { function: function.clone(), what: "host computation".into(), source },
+            )?;
+        let err = |what: String| move |source| BenchError::Run { function: function.clone(), what, source };
+
+        // The configurations, measured interleaved (one run of each per round) so that
+        // drift on a shared machine does not favour whichever ran first.
+        let image = snapvisor_guest_images::get(function).expect("checked above");
+        let snapshot = snapvisor_vmm::snapshot::Snapshot::open(config.data.snapshot(function))
+            .map_err(snapvisor_vmm::Error::from)?;
+        let mut configs: Vec<Config> = Vec::new();
+        for &s in &file_strategies {
+            for &cold in &media {
+                configs.push(Config {
+                    strategy: s,
+                    source: SnapshotSource::Dir(config.data.snapshot(function)),
+                    medium: disk_medium(cold),
+                    cold,
+                });
+            }
+        }
+        if let Some(pool) = &pool {
+            configs.push(Config {
+                strategy: Strategy::Pass,
+                source: SnapshotSource::Pool { pool: pool.clone(), id: function.clone() },
+                medium: pool.medium().short(),
+                cold: false,
+            });
+        }
+        let strategies: Vec<_> = configs.iter().map(|c| make_strategy(c.strategy)).collect();
+        let snapstart_once =
+            |c: &Config, strat: &dyn snapvisor_vmm::restore::MemoryStrategy| -> Result<VmSample, BenchError> {
+                if c.strategy.uses_pool() {
+                    // The pool is memory: no page cache to prepare.
+                } else if c.cold {
+                    snapshot.evict_page_cache().map_err(snapvisor_vmm::Error::from)?;
+                } else {
+                    snapshot.warm_page_cache().map_err(snapvisor_vmm::Error::from)?;
+                }
+                let mut samples = snapstart(hv, &c.source, strat, request, 1, config.timeout)
+                    .map_err(err(format!("{} {}", c.strategy, c.medium)))?;
+                Ok(samples.remove(0))
+            };
+        // Warm-up: the warm VM serves its first request; every restore configuration runs once.
+        progress.set_message(format!("{function}: warm-up"));
+        let mut warm =
+            WarmVm::start(hv, image.elf, config.mem_size, request, config.timeout).map_err(err("warm".into()))?;
+        for (c, strat) in configs.iter().zip(&strategies) {
+            snapstart_once(c, strat.as_ref())?;
+        }
+        for rep in 0..config.reps {
+            progress.set_message(format!("{function}: round {}/{}", rep + 1, config.reps));
+            let sample = warm.invoke(request).map_err(err("warm".into()))?;
+            rows.push(Row::new(function, "warm", "dram", 1, rep, &sample, &expected));
+            progress.inc(1);
+            for (c, strat) in configs.iter().zip(&strategies) {
+                let sample = snapstart_once(c, strat.as_ref())?;
+                rows.push(Row::new(function, c.strategy.name(), c.medium, 1, rep, &sample, &expected));
+                progress.inc(1);
+            }
+        }
+        drop(warm);
+    }
+
+    // Concurrency: N VMs of one snapshot at once (page cache warm for the file strategies).
+    for function in &config.concurrency_functions {
+        let info = snapvisor_functions::info(function).expect("checked above");
+        let request = info.default_request.as_bytes();
+        let expected =
+            crate::runner::digest_of(&snapvisor_functions::run_native(function, request).expect("built in")).map_err(
+                |source| BenchError::Run { function: function.clone(), what: "host computation".into(), source },
+            )?;
+        for &s in &config.strategies {
+            let (source, medium) = match (&pool, s.uses_pool()) {
+                (Some(pool), true) => {
+                    (SnapshotSource::Pool { pool: pool.clone(), id: function.clone() }, pool.medium().short())
+                }
+                (None, true) => continue,
+                (_, false) => (SnapshotSource::Dir(config.data.snapshot(function)), disk_medium(false)),
+            };
+            let strat = make_strategy(s);
+            // Untimed warm-up, so that every strategy starts from the same page-cache state.
+            snapstart(hv, &source, strat.as_ref(), request, 1, config.timeout).map_err(|source| BenchError::Run {
+                function: function.clone(),
+                what: format!("{s} warm-up"),
+                source,
+            })?;
+            for &n in &config.concurrency {
+                progress.set_message(format!("{function}: {s} × {n}"));
+                if !s.uses_pool() {
+                    snapvisor_vmm::snapshot::Snapshot::open(config.data.snapshot(function))
+                        .and_then(|snap| snap.warm_page_cache())
+                        .map_err(snapvisor_vmm::Error::from)?;
+                }
+                let samples: Vec<VmSample> =
+                    snapstart(hv, &source, strat.as_ref(), request, n, config.timeout).map_err(|source| {
+                        BenchError::Run { function: function.clone(), what: format!("{s} concurrency {n}"), source }
+                    })?;
+                for sample in &samples {
+                    rows.push(Row {
+                        experiment: report::CONCURRENCY,
+                        ..Row::new(function, s.name(), medium, n, 0, sample, &expected)
+                    });
+                }
+                conc_rows.push(ConcurrencyRow::new(function, s.name(), medium, n, &samples));
+                progress.inc(n as u64);
+            }
+        }
+    }
+    progress.finish_and_clear();
+
+    let header = Header::collect(hv, config, pool_medium);
+    let summary = report::write_all(&config.out, &header, &rows, &conc_rows)
+        .map_err(|e| BenchError::Write(config.out.clone(), e))?;
+    plot::concurrency_svg(&config.out.join("concurrency.svg"), &conc_rows)
+        .map_err(|e| BenchError::Write(config.out.join("concurrency.svg"), e))?;
+    drop(pool);
+    drop(pool_guard);
+    let mismatches = rows.iter().filter(|r| !r.digest_ok).count();
+    if mismatches > 0 {
+        return Err(BenchError::DigestMismatch(mismatches));
+    }
+    Ok(summary)
+}
+
+fn take_snapshot(hv: &Hypervisor, config: &BenchConfig, function: &str) -> Result<(), BenchError> {
+    let image = snapvisor_guest_images::get(function).ok_or_else(|| BenchError::UnknownFunction(function.into()))?;
+    let wrap = |source: snapvisor_vmm::Error| BenchError::Run {
+        function: function.into(),
+        what: "snapshot".into(),
+        source: source.into(),
+    };
+    let (mut vm, _) = snapvisor_vmm::MicroVm::boot(hv, image.elf, config.mem_size).map_err(wrap)?;
+    vm.wait_ready(config.timeout).map_err(wrap)?;
+    vm.snapshot(hv, function, image.elf, &config.data.snapshot(function), true).map_err(wrap)?;
+    Ok(())
+}

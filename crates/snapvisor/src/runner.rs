@@ -1,0 +1,234 @@
+//! Measured operations shared by the CLI commands and the benchmark: a fresh run, a warm
+//! invocation, and SnapStarts (restore + one invocation) of one or many VMs at once.
+
+use serde::Serialize;
+use snapvisor_vmm::machine::BootTimes;
+use snapvisor_vmm::metrics::{MemoryUsage, ThreadFaults};
+use snapvisor_vmm::restore::{restore, MemoryStrategy, RestoreTimes, SnapshotSource};
+use snapvisor_vmm::vstate::stats::KvmCounters;
+use snapvisor_vmm::{Hypervisor, MicroVm};
+use std::sync::Barrier;
+use std::time::Duration;
+
+/// Errors of the runner: the VMM's, or a function that answered with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The VMM failed.
+    #[error(transparent)]
+    Vmm(#[from] snapvisor_vmm::Error),
+    /// The function answered `{"error": ...}`.
+    #[error("the function reported an error: {0}")]
+    Function(String),
+    /// One of several concurrent VMs failed.
+    #[error("VM {vm} of {total} failed")]
+    Concurrent {
+        /// Index of the failed VM.
+        vm: usize,
+        /// VMs in the run.
+        total: usize,
+        /// Its error.
+        #[source]
+        source: Box<RunError>,
+    },
+}
+
+/// The `digest` of a function's JSON response; `Function` error if it answered an error.
+/// Responses that are not JSON objects (user images) have no digest.
+pub fn digest_of(response: &[u8]) -> Result<Option<String>, RunError> {
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(response) else { return Ok(None) };
+    if let Some(error) = value.get("error") {
+        return Err(RunError::Function(error.as_str().map_or_else(|| error.to_string(), str::to_string)));
+    }
+    Ok(value.get("digest").and_then(|d| d.as_str()).map(str::to_string))
+}
+
+/// Milliseconds as a float.
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// A fresh boot and one invocation (`snapvisor run`).
+#[derive(Debug, Serialize)]
+pub struct FreshRun {
+    /// Response bytes as text.
+    #[serde(skip)]
+    pub response: Vec<u8>,
+    /// Digest from the response, if any.
+    pub digest: Option<String>,
+    /// VM creation (KVM VM, vCPU, memory).
+    pub vm_create_ms: f64,
+    /// Image load and platform setup.
+    pub load_ms: f64,
+    /// Guest init, to its first `ready`.
+    pub init_ms: f64,
+    /// The invocation, resume to response.
+    pub invoke_ms: f64,
+    /// KVM counters during the invocation.
+    pub kvm: KvmCounters,
+    /// Console lines the guest wrote.
+    pub console: Vec<String>,
+}
+
+/// Boots `elf`, runs its init, and invokes it once.
+pub fn fresh_run(
+    hv: &Hypervisor,
+    elf: &[u8],
+    mem_size: u64,
+    request: &[u8],
+    timeout: Duration,
+) -> Result<FreshRun, RunError> {
+    let (mut vm, BootTimes { create, load }) = MicroVm::boot(hv, elf, mem_size)?;
+    let init = vm.wait_ready(timeout)?;
+    let inv = vm.invoke(request, timeout)?;
+    let digest = digest_of(&inv.response)?;
+    Ok(FreshRun {
+        digest,
+        vm_create_ms: ms(create),
+        load_ms: ms(load),
+        init_ms: ms(init),
+        invoke_ms: ms(inv.duration),
+        kvm: inv.kvm,
+        console: vm.console().to_vec(),
+        response: inv.response,
+    })
+}
+
+/// A booted, initialised VM that serves warm invocations.
+pub struct WarmVm {
+    vm: MicroVm,
+    timeout: Duration,
+}
+
+impl WarmVm {
+    /// Boots, runs init, and serves one request (so the next ones are warm).
+    pub fn start(
+        hv: &Hypervisor,
+        elf: &[u8],
+        mem_size: u64,
+        request: &[u8],
+        timeout: Duration,
+    ) -> Result<Self, RunError> {
+        let (mut vm, _) = MicroVm::boot(hv, elf, mem_size)?;
+        vm.wait_ready(timeout)?;
+        let first = vm.invoke(request, timeout)?;
+        digest_of(&first.response)?;
+        vm.finish(timeout)?;
+        Ok(WarmVm { vm, timeout })
+    }
+
+    /// One warm invocation (the VM is ready again afterwards).
+    pub fn invoke(&mut self, request: &[u8]) -> Result<VmSample, RunError> {
+        let inv = self.vm.invoke(request, self.timeout)?;
+        let digest = digest_of(&inv.response)?;
+        let mem = self.vm.memory()?;
+        let memory = MemoryUsage::scan(mem.mapping().as_ptr(), mem.mapping().len()).unwrap_or_default();
+        self.vm.finish(self.timeout)?;
+        Ok(VmSample {
+            vm: 0,
+            digest,
+            response: inv.response,
+            restore: RestoreTimes::default(),
+            invoke: inv.duration,
+            host_faults: inv.faults,
+            kvm: inv.kvm,
+            uffd_faults: 0,
+            prepared_bytes: 0,
+            memory,
+        })
+    }
+}
+
+/// What one VM of a SnapStart (or a warm invocation) measured.
+#[derive(Debug)]
+pub struct VmSample {
+    /// Index among concurrent VMs.
+    pub vm: usize,
+    /// Digest of the response.
+    pub digest: Option<String>,
+    /// Response bytes.
+    pub response: Vec<u8>,
+    /// Restore time split (zero for warm invocations).
+    pub restore: RestoreTimes,
+    /// Resume to response.
+    pub invoke: Duration,
+    /// Host page faults of the vCPU thread during the invocation.
+    pub host_faults: ThreadFaults,
+    /// KVM counters during the invocation.
+    pub kvm: KvmCounters,
+    /// Faults served by the strategy's pager.
+    pub uffd_faults: u64,
+    /// Bytes loaded or mapped before resume.
+    pub prepared_bytes: u64,
+    /// Guest memory resident after the response.
+    pub memory: MemoryUsage,
+}
+
+impl VmSample {
+    /// Restore plus invocation.
+    pub fn total(&self) -> Duration {
+        self.restore.total() + self.invoke
+    }
+}
+
+/// `concurrency` VMs restore `source` with `strategy` at the same moment, and each serves
+/// `request` once. All VMs stay alive until every one has answered and measured its memory
+/// (so shared pages are shared at measurement time); then they are torn down.
+pub fn snapstart(
+    hv: &Hypervisor,
+    source: &SnapshotSource,
+    strategy: &dyn MemoryStrategy,
+    request: &[u8],
+    concurrency: usize,
+    timeout: Duration,
+) -> Result<Vec<VmSample>, RunError> {
+    let concurrency = concurrency.max(1);
+    let start = Barrier::new(concurrency);
+    let done = Barrier::new(concurrency);
+    let one = |vm: usize| -> Result<VmSample, RunError> {
+        start.wait();
+        let result = (|| -> Result<_, RunError> {
+            let mut restored = restore(hv, source, strategy)?;
+            let inv = restored.vm.invoke(request, timeout)?;
+            let digest = digest_of(&inv.response)?;
+            let mem = restored.vm.memory()?;
+            let memory = MemoryUsage::scan(mem.mapping().as_ptr(), mem.mapping().len()).unwrap_or_default();
+            Ok((
+                restored,
+                VmSample {
+                    vm,
+                    digest,
+                    response: inv.response,
+                    restore: RestoreTimes::default(),
+                    invoke: inv.duration,
+                    host_faults: inv.faults,
+                    kvm: inv.kvm,
+                    uffd_faults: 0,
+                    prepared_bytes: 0,
+                    memory,
+                },
+            ))
+        })();
+        // Every VM waits here, failed or not, so none is torn down before all are measured.
+        done.wait();
+        let (restored, mut sample) = result?;
+        sample.restore = restored.times;
+        sample.uffd_faults = restored.pager_report().faults;
+        sample.prepared_bytes = restored.prepared_bytes;
+        Ok(sample)
+    };
+    let results: Vec<Result<VmSample, RunError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..concurrency).map(|vm| s.spawn(move || one(vm))).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(RunError::Function("VM thread panicked".into()))))
+            .collect()
+    });
+    let total = results.len();
+    results
+        .into_iter()
+        .enumerate()
+        .map(|(vm, r)| {
+            r.map_err(|e| if total > 1 { RunError::Concurrent { vm, total, source: Box::new(e) } } else { e })
+        })
+        .collect()
+}

@@ -1,0 +1,343 @@
+//! The command line, run as a separate process: answers verified against the host's
+//! computation, non-zero exits with clear messages for every failure, snapshots that
+//! survive being killed half-way, and pool imports that survive a crash at any point.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+fn kvm(test: &str) -> bool {
+    let present = Path::new("/dev/kvm").exists();
+    if !present {
+        let _ = writeln!(std::io::stderr(), "skipped: no /dev/kvm ({test})");
+    }
+    present
+}
+
+fn root(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let is_root = unsafe { libc::geteuid() } == 0;
+    if !is_root {
+        let _ = writeln!(std::io::stderr(), "skipped: needs root ({test})");
+    }
+    is_root
+}
+
+struct Tmp(PathBuf);
+
+impl Tmp {
+    fn new(parent: &Path, tag: &str) -> Self {
+        let dir = parent.join(format!("snapvisor-cli-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Tmp(dir)
+    }
+}
+
+impl Drop for Tmp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn snapvisor(data: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_snapvisor"))
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .output()
+        .expect("run snapvisor")
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn fails(out: Output) -> String {
+    assert!(!out.status.success(), "succeeded unexpectedly: {}", String::from_utf8_lossy(&out.stdout));
+    String::from_utf8(out.stderr).unwrap()
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+fn native_digest(function: &str) -> String {
+    let info = snapvisor_functions::info(function).unwrap();
+    let response = snapvisor_functions::run_native(function, info.default_request.as_bytes()).unwrap();
+    json(std::str::from_utf8(&response).unwrap())["digest"].as_str().unwrap().to_string()
+}
+
+fn hostile_image() -> PathBuf {
+    let tmp = std::env::temp_dir().join(format!("snapvisor-hostile-{}.elf", std::process::id()));
+    std::fs::write(&tmp, snapvisor_guest_images::get("hostile").unwrap().elf).unwrap();
+    tmp
+}
+
+#[test]
+fn run_prints_verified_answers_and_timings() {
+    if !kvm("run_prints_verified_answers_and_timings") {
+        return;
+    }
+    let tmp = Tmp::new(&std::env::temp_dir(), "run");
+    let list = ok(snapvisor(&tmp.0, &["functions"]));
+    for f in ["json", "compression", "recognition"] {
+        assert!(list.contains(f), "{list}");
+        let report = json(&ok(snapvisor(&tmp.0, &["run", "--function", f, "--json"])));
+        assert_eq!(report["digest"], native_digest(f), "{f}");
+        assert_eq!(report["response"]["digest"], report["digest"]);
+        for key in ["vm_create_ms", "load_ms", "init_ms", "invoke_ms"] {
+            assert!(report[key].as_f64().is_some_and(|v| v > 0.0), "{key} in {report}");
+        }
+    }
+    let text = ok(snapvisor(&tmp.0, &["run", "--function", "json"]));
+    assert!(text.contains("VM create") && text.contains(&native_digest("json")), "{text}");
+}
+
+#[test]
+fn failures_exit_non_zero_with_a_clear_message() {
+    if !kvm("failures_exit_non_zero_with_a_clear_message") {
+        return;
+    }
+    let tmp = Tmp::new(&std::env::temp_dir(), "fail");
+    let image = hostile_image();
+    let img = image.to_str().unwrap();
+    for (input, expect) in [
+        ("panic", "hostile guest panics on purpose"),
+        ("null", "#PF page fault"),
+        ("respond-too-long", "response length"),
+        ("unknown-port", "#GP"),
+    ] {
+        let err = fails(snapvisor(&tmp.0, &["run", "--image", img, "--input", input]));
+        assert!(err.contains(expect), "{input}: {err}");
+    }
+    let err = fails(snapvisor(&tmp.0, &["run", "--image", img, "--input", "loop", "--timeout-ms", "300"]));
+    assert!(err.contains("did not answer within 300ms"), "{err}");
+    let err = fails(snapvisor(&tmp.0, &["run", "--image", "/bin/ls"]));
+    assert!(err.contains("invalid guest image"), "{err}");
+    let err = fails(snapvisor(&tmp.0, &["run", "--function", "nope"]));
+    assert!(err.contains("no built-in function `nope`"), "{err}");
+    let err = fails(snapvisor(&tmp.0, &["run", "--function", "json", "--mem-mib", "3"]));
+    assert!(err.contains("memory size"), "{err}");
+    let err = fails(snapvisor(&tmp.0, &["run", "--function", "json", "--input", "{\"size\":1,\"seed\":-1}"]));
+    assert!(err.contains("function reported an error"), "{err}");
+    let _ = std::fs::remove_file(image);
+}
+
+#[test]
+fn snapshots_restore_in_another_process_with_every_strategy() {
+    if !kvm("snapshots_restore_in_another_process_with_every_strategy") {
+        return;
+    }
+    let tmp = Tmp::new(&std::env::temp_dir(), "invoke");
+    let snap = tmp.0.join("snap-json");
+    let s = snap.to_str().unwrap();
+    ok(snapvisor(&tmp.0, &["snapshot", "--function", "json", "--out", s]));
+    let expected = native_digest("json");
+    for strategy in ["lazy", "uffd", "cached"] {
+        for extra in [&[][..], &["--cold"][..]] {
+            let mut args = vec!["invoke", "--snapshot", s, "--strategy", strategy, "--json"];
+            args.extend_from_slice(extra);
+            let report = json(&ok(snapvisor(&tmp.0, &args)));
+            let vm = &report["vms"][0];
+            assert_eq!(vm["digest"], expected, "{strategy} {extra:?}");
+            for key in
+                ["restore_ms", "invoke_ms", "total_ms", "host_faults", "uffd_faults", "private_mib", "shared_mib"]
+            {
+                assert!(vm.get(key).is_some(), "{key} missing in {vm}");
+            }
+        }
+    }
+    let report = json(&ok(snapvisor(
+        &tmp.0,
+        &["invoke", "--snapshot", s, "--strategy", "uffd", "--concurrency", "4", "--json"],
+    )));
+    let vms = report["vms"].as_array().unwrap();
+    assert_eq!(vms.len(), 4);
+    assert!(vms.iter().all(|vm| vm["digest"] == expected && vm["uffd_faults"].as_u64().unwrap() > 0));
+    assert!(report["p50_ms"].as_f64().unwrap() > 0.0 && report["total_mib"].as_f64().unwrap() > 0.0);
+
+    let err = fails(snapvisor(&tmp.0, &["invoke", "--snapshot", s, "--strategy", "reap"]));
+    assert!(err.contains("`reap` is not implemented"), "{err}");
+    let err = fails(snapvisor(&tmp.0, &["invoke", "--snapshot", s, "--strategy", "mmap"]));
+    assert!(err.contains("unknown restore strategy `mmap`"), "{err}");
+    let err = fails(snapvisor(&tmp.0, &["invoke", "--snapshot", s, "--strategy", "uffd", "--uffd-chunk-kib", "3"]));
+    assert!(err.contains("power of two"), "{err}");
+
+    // A damaged snapshot: the error names the file.
+    let state = snap.join("vmstate.bin");
+    let mut bytes = std::fs::read(&state).unwrap();
+    bytes[200] ^= 1;
+    std::fs::write(&state, bytes).unwrap();
+    let err = fails(snapvisor(&tmp.0, &["invoke", "--snapshot", s, "--strategy", "lazy"]));
+    assert!(err.contains("vmstate.bin") && err.contains("checksum"), "{err}");
+}
+
+#[test]
+fn a_snapshot_killed_half_way_leaves_nothing_restore_accepts() {
+    if !kvm("a_snapshot_killed_half_way_leaves_nothing_restore_accepts") {
+        return;
+    }
+    let tmp = Tmp::new(&std::env::temp_dir(), "kill-snap");
+    let snap = tmp.0.join("snap");
+    let s = snap.to_str().unwrap();
+    let mut killed_while_writing = 0;
+    for delay_ms in [5u64, 30, 60, 90, 120, 160, 220] {
+        let _ = std::fs::remove_dir_all(&snap);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_snapvisor"))
+            .args(["--data-dir", tmp.0.to_str().unwrap(), "snapshot", "--function", "recognition", "--out", s])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let status = child.wait().unwrap();
+        if status.success() {
+            // Finished before the kill: a complete snapshot.
+            ok(snapvisor(&tmp.0, &["invoke", "--snapshot", s, "--strategy", "lazy"]));
+            continue;
+        }
+        // Killed: the target does not exist, and any temporary directory is refused.
+        assert!(!snap.exists(), "a partial snapshot appeared at the target after a kill at {delay_ms} ms");
+        for entry in std::fs::read_dir(&tmp.0).unwrap().flatten() {
+            let path = entry.path();
+            if entry.file_name().to_string_lossy().contains(".partial-") {
+                killed_while_writing += 1;
+                let err =
+                    fails(snapvisor(&tmp.0, &["invoke", "--snapshot", path.to_str().unwrap(), "--strategy", "lazy"]));
+                assert!(err.contains("manifest.json") || err.contains("missing"), "{err}");
+            }
+        }
+    }
+    assert!(killed_while_writing > 0, "no kill landed while the snapshot was being written");
+    // The next snapshot succeeds and clears what killed writers left.
+    ok(snapvisor(&tmp.0, &["snapshot", "--function", "json", "--out", s, "--force"]));
+    let leftovers: Vec<_> = std::fs::read_dir(&tmp.0)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+fn pool_ids(data: &Path, pool: &str) -> Vec<String> {
+    let info = json(&ok(snapvisor(data, &["pool", "ls", "--pool", pool, "--json"])));
+    info["snapshots"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn a_pool_import_killed_at_any_point_leaves_the_old_or_the_new_state() {
+    if !kvm("a_pool_import_killed_at_any_point_leaves_the_old_or_the_new_state") {
+        return;
+    }
+    let tmp = Tmp::new(&std::env::temp_dir(), "kill-import");
+    let shm = Tmp::new(Path::new("/dev/shm"), "kill-import-pool");
+    let snap = tmp.0.join("json");
+    ok(snapvisor(&tmp.0, &["snapshot", "--function", "json", "--out", snap.to_str().unwrap()]));
+    let pool_path = shm.0.join("pool");
+    let pool = pool_path.to_str().unwrap();
+    ok(snapvisor(&tmp.0, &["pool", "init", "--pool", pool, "--size-mib", "128"]));
+    ok(snapvisor(&tmp.0, &["pool", "import", snap.to_str().unwrap(), "--id", "base", "--pool", pool]));
+
+    // Deterministic crash points: after the data, after the new slot, after the commit.
+    for (point, committed) in [("import:data", false), ("import:slot", false), ("import:commit", true)] {
+        let id = point.replace(':', "-");
+        let out = Command::new(env!("CARGO_BIN_EXE_snapvisor"))
+            .args([
+                "--data-dir",
+                tmp.0.to_str().unwrap(),
+                "pool",
+                "import",
+                snap.to_str().unwrap(),
+                "--id",
+                &id,
+                "--pool",
+                pool,
+            ])
+            .env("SNAPVISOR_CRASH_AT", point)
+            .output()
+            .unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(out.status.signal(), Some(libc::SIGKILL), "{point}: the import was not killed");
+        let fsck = ok(snapvisor(&tmp.0, &["pool", "fsck", "--pool", pool, "--deep"]));
+        assert!(fsck.contains("clean"), "{point}: {fsck}");
+        let ids = pool_ids(&tmp.0, pool);
+        assert!(ids.contains(&"base".to_string()), "{point}: lost the old state: {ids:?}");
+        assert_eq!(ids.contains(&id), committed, "{point}: {ids:?}");
+    }
+    // Kills at arbitrary moments.
+    for (i, delay_us) in [200u64, 1_000, 3_000, 8_000, 15_000].into_iter().enumerate() {
+        let id = format!("random-{i}");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_snapvisor"))
+            .args([
+                "--data-dir",
+                tmp.0.to_str().unwrap(),
+                "pool",
+                "import",
+                snap.to_str().unwrap(),
+                "--id",
+                &id,
+                "--pool",
+                pool,
+            ])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_micros(delay_us));
+        let _ = child.kill();
+        let finished = child.wait().unwrap().success();
+        let fsck = ok(snapvisor(&tmp.0, &["pool", "fsck", "--pool", pool, "--deep"]));
+        assert!(fsck.contains("clean"), "{fsck}");
+        let ids = pool_ids(&tmp.0, pool);
+        if finished {
+            assert!(ids.contains(&id));
+        }
+        if ids.contains(&id) {
+            let report = json(&ok(snapvisor(
+                &tmp.0,
+                &["invoke", "--strategy", "pass", "--snapshot", &id, "--pool", pool, "--json"],
+            )));
+            assert_eq!(report["vms"][0]["digest"], native_digest("json"));
+        }
+    }
+}
+
+#[test]
+fn the_default_pool_is_set_up_used_and_destroyed_from_the_cli() {
+    if !kvm("the_default_pool_is_set_up_used_and_destroyed_from_the_cli")
+        || !root("the_default_pool_is_set_up_used_and_destroyed_from_the_cli")
+    {
+        return;
+    }
+    let tmp = Tmp::new(&std::env::temp_dir(), "default-pool");
+    let snap = tmp.0.join("snapshots").join("json");
+    ok(snapvisor(&tmp.0, &["snapshot", "--function", "json"]));
+    assert!(snap.join("manifest.json").exists());
+    let init = ok(snapvisor(&tmp.0, &["pool", "init", "--size-mib", "64", "--cow-mib", "64"]));
+    assert!(init.contains("emulated persistent memory"), "{init}");
+    let result = std::panic::catch_unwind(|| {
+        ok(snapvisor(&tmp.0, &["pool", "import", snap.to_str().unwrap()]));
+        let report = json(&ok(snapvisor(
+            &tmp.0,
+            &["invoke", "--strategy", "pass", "--snapshot", "json", "--concurrency", "2", "--json"],
+        )));
+        assert!(report["vms"].as_array().unwrap().iter().all(|vm| vm["digest"] == native_digest("json")));
+        assert!(report["medium"].as_str().unwrap().starts_with("pool-"), "{report}");
+        let err = fails(snapvisor(&tmp.0, &["invoke", "--strategy", "pass", "--snapshot", "nope"]));
+        assert!(err.contains("no snapshot `nope`"), "{err}");
+        ok(snapvisor(&tmp.0, &["pool", "rm", "json"]));
+        assert!(pool_ids(&tmp.0, tmp.0.join("pool/mnt/snapvisor.pool").to_str().unwrap()).is_empty());
+        assert!(ok(snapvisor(&tmp.0, &["pool", "fsck"])).contains("clean"));
+    });
+    let destroyed = ok(snapvisor(&tmp.0, &["pool", "destroy"]));
+    assert!(destroyed.contains("unmounted"), "{destroyed}");
+    assert!(!tmp.0.join("pool/mnt/snapvisor.pool").exists());
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}

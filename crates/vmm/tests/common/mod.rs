@@ -1,0 +1,89 @@
+//! Shared helpers of the VMM's integration tests (which boot real KVM microVMs).
+#![allow(dead_code)]
+
+use snapvisor_vmm::Hypervisor;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Generous timeout for guests under test.
+pub const TIMEOUT: Duration = Duration::from_secs(60);
+/// Guest memory of the tests.
+pub const MEM: u64 = 256 << 20;
+
+/// The hypervisor, or `None` after printing a visible skip line (written to the real
+/// stderr, which libtest does not capture).
+pub fn hypervisor(test: &str) -> Option<Hypervisor> {
+    if !Hypervisor::available() {
+        let _ = writeln!(std::io::stderr(), "skipped: no /dev/kvm ({test})");
+        return None;
+    }
+    Some(Hypervisor::open().expect("/dev/kvm exists but cannot be used"))
+}
+
+/// Whether the process may mount filesystems and reserve huge pages; prints a skip line if not.
+pub fn is_root(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        let _ = writeln!(std::io::stderr(), "skipped: needs root ({test})");
+    }
+    root
+}
+
+/// ELF of an embedded guest image.
+pub fn image(name: &str) -> &'static [u8] {
+    snapvisor_guest_images::get(name).unwrap_or_else(|| panic!("no image {name}")).elf
+}
+
+/// Default request of a built-in function.
+pub fn request(name: &str) -> &'static str {
+    snapvisor_functions::info(name).expect("built-in function").default_request
+}
+
+/// `digest` field of a JSON response.
+pub fn digest(response: &[u8]) -> String {
+    let v: serde_json::Value = serde_json::from_slice(response).expect("JSON response");
+    assert!(v.get("error").is_none(), "function error: {v}");
+    v["digest"].as_str().expect("digest").to_string()
+}
+
+/// The host's own digest for a function and request.
+pub fn native_digest(name: &str, request: &str) -> String {
+    digest(&snapvisor_functions::run_native(name, request.as_bytes()).expect("built-in function"))
+}
+
+/// A fresh temporary directory (removed on drop).
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        Self::new_in(&std::env::temp_dir(), tag)
+    }
+
+    pub fn new_in(parent: &std::path::Path, tag: &str) -> Self {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = parent.join(format!("snapvisor-test-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Boots `name`, runs its init and snapshots it into `dir`.
+pub fn take_snapshot(hv: &Hypervisor, name: &str, dir: &std::path::Path) -> snapvisor_vmm::snapshot::Manifest {
+    let (mut vm, _) = snapvisor_vmm::MicroVm::boot(hv, image(name), MEM).expect("boot");
+    vm.wait_ready(TIMEOUT).expect("init");
+    vm.snapshot(hv, name, image(name), dir, false).expect("snapshot")
+}

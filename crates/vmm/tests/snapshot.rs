@@ -1,0 +1,210 @@
+//! Snapshots and SnapStart: restored VMs answer exactly like fresh ones with every
+//! filesystem strategy, concurrently too; damaged snapshots are refused with typed errors
+//! that name the file.
+
+mod common;
+
+use common::*;
+use snapvisor_vmm::restore::{restore, strategy, SnapshotSource, Strategy, Uffd};
+use snapvisor_vmm::snapshot::{Snapshot, SnapshotError};
+use std::path::{Path, PathBuf};
+
+const FILE_STRATEGIES: [Strategy; 3] = [Strategy::Lazy, Strategy::Uffd, Strategy::Cached];
+
+fn restore_and_invoke(
+    hv: &snapvisor_vmm::Hypervisor,
+    dir: &Path,
+    s: &dyn snapvisor_vmm::restore::MemoryStrategy,
+    req: &str,
+) -> String {
+    let mut vm = restore(hv, &SnapshotSource::Dir(dir.to_path_buf()), s).expect("restore");
+    let inv = vm.vm.invoke(req.as_bytes(), TIMEOUT).expect("invoke");
+    digest(&inv.response)
+}
+
+#[test]
+fn restored_vms_answer_like_fresh_ones_with_every_strategy() {
+    let Some(hv) = hypervisor("restored_vms_answer_like_fresh_ones_with_every_strategy") else { return };
+    let tmp = TempDir::new("restore");
+    for info in snapvisor_functions::CATALOG {
+        let dir = tmp.path().join(info.name);
+        let manifest = take_snapshot(&hv, info.name, &dir);
+        assert_eq!(manifest.function, info.name);
+        assert!(manifest.memory.data_pages > 0 && !manifest.memory.zero_ranges.is_empty());
+        let expected = native_digest(info.name, info.default_request);
+        for s in FILE_STRATEGIES {
+            assert_eq!(
+                restore_and_invoke(&hv, &dir, strategy(s).as_ref(), info.default_request),
+                expected,
+                "{} {s}",
+                info.name
+            );
+        }
+        // userfaultfd with 2 MiB chunks gives the same answer.
+        assert_eq!(
+            restore_and_invoke(&hv, &dir, &Uffd::new(2 << 20), info.default_request),
+            expected,
+            "{} uffd 2M",
+            info.name
+        );
+    }
+}
+
+#[test]
+fn the_memory_image_is_sparse_and_matches_its_digest() {
+    let Some(hv) = hypervisor("the_memory_image_is_sparse_and_matches_its_digest") else { return };
+    let tmp = TempDir::new("sparse");
+    let dir = tmp.path().join("json");
+    let manifest = take_snapshot(&hv, "json", &dir);
+    let snapshot = Snapshot::open(&dir).expect("open");
+    snapshot.verify_memory().expect("digest");
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(dir.join("memory.img")).unwrap();
+    assert_eq!(meta.len(), MEM);
+    // Zero pages are holes: the file allocates about its data pages, not its size.
+    assert!(meta.blocks() * 512 < MEM / 4, "{} bytes allocated", meta.blocks() * 512);
+    assert!(manifest.memory.data_pages * 4096 <= meta.blocks() * 512 + (1 << 20));
+}
+
+#[test]
+fn four_concurrent_restores_all_answer_correctly() {
+    let Some(hv) = hypervisor("four_concurrent_restores_all_answer_correctly") else { return };
+    let tmp = TempDir::new("concurrent");
+    let dir = tmp.path().join("json");
+    take_snapshot(&hv, "json", &dir);
+    let expected = native_digest("json", request("json"));
+    for s in FILE_STRATEGIES {
+        let st = strategy(s);
+        let digests: Vec<String> = std::thread::scope(|scope| {
+            let handles: Vec<_> =
+                (0..4).map(|_| scope.spawn(|| restore_and_invoke(&hv, &dir, st.as_ref(), request("json")))).collect();
+            handles.into_iter().map(|h| h.join().expect("thread")).collect()
+        });
+        assert!(digests.iter().all(|d| *d == expected), "{s}: {digests:?}");
+    }
+}
+
+/// Copies a snapshot directory so that a test can damage the copy.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+fn open_err(dir: &Path) -> SnapshotError {
+    match Snapshot::open(dir) {
+        Ok(_) => panic!("damaged snapshot {} accepted", dir.display()),
+        Err(e) => e,
+    }
+}
+
+fn names(err: &SnapshotError, file: &str) {
+    assert!(err.to_string().contains(file), "error does not name {file}: {err}");
+}
+
+#[test]
+fn damaged_snapshots_are_refused_with_typed_errors() {
+    let Some(hv) = hypervisor("damaged_snapshots_are_refused_with_typed_errors") else { return };
+    let tmp = TempDir::new("damaged");
+    let good = tmp.path().join("good");
+    take_snapshot(&hv, "json", &good);
+    let case = |name: &str| -> PathBuf {
+        let dir = tmp.path().join(name);
+        copy_dir(&good, &dir);
+        dir
+    };
+
+    // A flipped byte anywhere in the state file.
+    for at in [100usize, 2000] {
+        let dir = case(&format!("flip-{at}"));
+        let path = dir.join("vmstate.bin");
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[at] ^= 0x40;
+        std::fs::write(&path, bytes).unwrap();
+        let err = open_err(&dir);
+        assert!(matches!(err, SnapshotError::Checksum { .. }), "{err}");
+        names(&err, "vmstate.bin");
+        // And restore refuses it too.
+        assert!(restore(&hv, &SnapshotSource::Dir(dir), strategy(Strategy::Lazy).as_ref()).is_err());
+    }
+
+    // A truncated memory file.
+    let dir = case("truncated");
+    let file = std::fs::OpenOptions::new().write(true).open(dir.join("memory.img")).unwrap();
+    file.set_len(MEM / 2).unwrap();
+    let err = open_err(&dir);
+    assert!(matches!(err, SnapshotError::Mismatch { what: "file size", .. }), "{err}");
+    names(&err, "memory.img");
+
+    // Wrong format versions, in the manifest and in the state file.
+    let dir = case("version-manifest");
+    let path = dir.join("manifest.json");
+    let text = std::fs::read_to_string(&path).unwrap().replacen("\"format_version\": 1", "\"format_version\": 99", 1);
+    std::fs::write(&path, text).unwrap();
+    let err = open_err(&dir);
+    assert!(matches!(err, SnapshotError::Version { found: 99, .. }), "{err}");
+    names(&err, "manifest.json");
+
+    let dir = case("version-state");
+    let path = dir.join("vmstate.bin");
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[8] = 2;
+    std::fs::write(&path, bytes).unwrap();
+    let err = open_err(&dir);
+    assert!(matches!(err, SnapshotError::Version { found: 2, .. }), "{err}");
+    names(&err, "vmstate.bin");
+
+    // The manifest and the state disagree on the memory size.
+    let dir = case("size");
+    let path = dir.join("manifest.json");
+    let text = std::fs::read_to_string(&path).unwrap().replacen(
+        &format!("\"mem_size\": {MEM}"),
+        &format!("\"mem_size\": {}", MEM * 2),
+        1,
+    );
+    std::fs::write(&path, text).unwrap();
+    let err = open_err(&dir);
+    assert!(matches!(err, SnapshotError::Mismatch { what: "memory size", .. }), "{err}");
+    names(&err, "vmstate.bin");
+
+    // Missing files.
+    for file in ["manifest.json", "vmstate.bin", "memory.img"] {
+        let dir = case(&format!("missing-{file}"));
+        std::fs::remove_file(dir.join(file)).unwrap();
+        let err = open_err(&dir);
+        assert!(matches!(err, SnapshotError::Missing(_)), "{err}");
+        names(&err, file);
+    }
+
+    // A memory image whose contents changed is caught by verification.
+    let dir = case("memory-bits");
+    let path = dir.join("memory.img");
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    use std::os::unix::fs::FileExt;
+    file.write_all_at(b"\xff", 0x40_0000).unwrap();
+    let err = Snapshot::open(&dir).unwrap().verify_memory().unwrap_err();
+    assert!(matches!(err, SnapshotError::Digest { .. }), "{err}");
+    names(&err, "memory.img");
+}
+
+#[test]
+fn an_existing_snapshot_is_not_overwritten_without_force() {
+    let Some(hv) = hypervisor("an_existing_snapshot_is_not_overwritten_without_force") else { return };
+    let tmp = TempDir::new("exists");
+    let dir = tmp.path().join("json");
+    take_snapshot(&hv, "json", &dir);
+    let (mut vm, _) = snapvisor_vmm::MicroVm::boot(&hv, image("json"), MEM).unwrap();
+    vm.wait_ready(TIMEOUT).unwrap();
+    match vm.snapshot(&hv, "json", image("json"), &dir, false) {
+        Err(snapvisor_vmm::Error::Snapshot(SnapshotError::Exists(p))) => assert_eq!(p, dir),
+        other => panic!("{:?}", other.map(|m| m.function)),
+    }
+    vm.snapshot(&hv, "json", image("json"), &dir, true).expect("force replaces");
+    Snapshot::open(&dir).expect("the replacement is complete");
+    // No temporary directories are left behind.
+    let leftovers: Vec<_> =
+        std::fs::read_dir(tmp.path()).unwrap().flatten().filter(|e| e.file_name() != "json").collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
