@@ -241,7 +241,9 @@ const _: () = {
     }
     assert!(IDT_VECTORS * EXCEPTION_STUB_SIZE <= PAGE_SIZE);
     assert!(MAILBOX + MAILBOX_SIZE == IMAGE_BASE);
-    assert!(STACK_TOP <= LOW_END && MAILBOX.is_multiple_of(HUGE_PAGE_SIZE) && IMAGE_BASE.is_multiple_of(HUGE_PAGE_SIZE));
+    assert!(
+        STACK_TOP <= LOW_END && MAILBOX.is_multiple_of(HUGE_PAGE_SIZE) && IMAGE_BASE.is_multiple_of(HUGE_PAGE_SIZE)
+    );
     assert!(core::mem::size_of::<MailboxHeader>() as u64 <= mailbox::REQUEST);
     assert!(mailbox::REQUEST + mailbox::REQUEST_MAX == mailbox::RESPONSE);
     assert!(mailbox::RESPONSE + mailbox::RESPONSE_MAX == mailbox::MESSAGE);

@@ -188,14 +188,22 @@ fn a_snapshot_killed_half_way_leaves_nothing_restore_accepts() {
     let tmp = Tmp::new(&std::env::temp_dir(), "kill-snap");
     let snap = tmp.0.join("snap");
     let s = snap.to_str().unwrap();
+    // How long a whole snapshot takes here; kills then land at fractions of it.
+    let start = std::time::Instant::now();
+    ok(snapvisor(&tmp.0, &["snapshot", "--function", "recognition", "--out", s]));
+    let full = start.elapsed();
     let mut killed_while_writing = 0;
-    for delay_ms in [5u64, 30, 60, 90, 120, 160, 220] {
+    let fractions = [0.05, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95];
+    for (attempt, fraction) in fractions.iter().cycle().enumerate().take(40) {
+        if attempt >= fractions.len() && killed_while_writing > 0 {
+            break;
+        }
         let _ = std::fs::remove_dir_all(&snap);
         let mut child = Command::new(env!("CARGO_BIN_EXE_snapvisor"))
             .args(["--data-dir", tmp.0.to_str().unwrap(), "snapshot", "--function", "recognition", "--out", s])
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(delay_ms));
+        std::thread::sleep(full.mul_f64(*fraction));
         let _ = child.kill();
         let status = child.wait().unwrap();
         if status.success() {
@@ -204,7 +212,7 @@ fn a_snapshot_killed_half_way_leaves_nothing_restore_accepts() {
             continue;
         }
         // Killed: the target does not exist, and any temporary directory is refused.
-        assert!(!snap.exists(), "a partial snapshot appeared at the target after a kill at {delay_ms} ms");
+        assert!(!snap.exists(), "a partial snapshot appeared at the target after a kill at {fraction} of the run");
         for entry in std::fs::read_dir(&tmp.0).unwrap().flatten() {
             let path = entry.path();
             if entry.file_name().to_string_lossy().contains(".partial-") {

@@ -16,6 +16,7 @@ use crate::data::{self, DataDir};
 use crate::runner::{snapstart, RunError, VmSample, WarmVm};
 use indicatif::{ProgressBar, ProgressStyle};
 use report::{ConcurrencyRow, Header, Row};
+use snapvisor_vmm::pool::format::EXTENT;
 use snapvisor_vmm::pool::medium::EmulatedKind;
 use snapvisor_vmm::pool::Pool;
 use snapvisor_vmm::restore::{strategy as make_strategy, SnapshotSource, Strategy};
@@ -148,16 +149,18 @@ pub fn run(hv: &Hypervisor, config: &BenchConfig) -> Result<String, BenchError> 
     if with_pass {
         let root = config.data.bench_pool_root();
         let _ = data::destroy_pool(&root); // a run that was killed may have left one
-        let data_bytes: u64 = functions
-            .iter()
-            .map(|f| snapvisor_vmm::snapshot::Snapshot::open(config.data.snapshot(f)).map(|s| s.mem_size()))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(snapvisor_vmm::Error::from)?
-            .iter()
-            .sum();
-        let size = data_bytes + (64 << 20);
-        // Copy-on-write room for the most concurrent VMs (hugetlbfs reserves it per mapping).
-        let cow = data_bytes * config.concurrency.iter().copied().max().unwrap_or(1).max(1) as u64;
+                                           // Pool room: each snapshot's non-zero 2 MiB chunks plus one extent for its state
+                                           // and index. Copy-on-write room (hugetlbfs reserves it when a VM maps the pool):
+                                           // the largest snapshot once per VM that can run at the same time.
+        let mut data = Vec::new();
+        for f in &functions {
+            let snap =
+                snapvisor_vmm::snapshot::Snapshot::open(config.data.snapshot(f)).map_err(snapvisor_vmm::Error::from)?;
+            data.push(snap.data_chunk_bytes());
+        }
+        let size = data.iter().map(|d| d + EXTENT).sum::<u64>() + EXTENT;
+        let most = config.concurrency.iter().copied().max().unwrap_or(1).max(1) as u64;
+        let cow = data.iter().copied().max().unwrap_or(0) * most;
         progress.set_message("pool init".to_string());
         let p = data::init_pool(None, &root, size, cow, config.pool_medium)?;
         pool_guard.0 = Some(root);

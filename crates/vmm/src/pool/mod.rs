@@ -444,6 +444,7 @@ impl Pool {
             return Err(PoolError::Invalid(format!("memory size {mem_size} is not a multiple of 2 MiB")));
         }
         let chunks = mem_size / EXTENT;
+        // The 2 MiB chunks that are not entirely zero (the ones `Snapshot::data_chunk_bytes` counts).
         let data: Vec<u64> = (0..chunks).filter(|c| !snapshot.is_zero(c * EXTENT, EXTENT)).collect();
 
         let _lock = Locked::new(&self.file, &self.path)?;

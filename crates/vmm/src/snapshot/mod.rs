@@ -325,6 +325,13 @@ impl Snapshot {
         ranges_cover(&self.manifest.memory.zero_ranges, offset, len)
     }
 
+    /// Bytes of the 2 MiB chunks of guest memory that are not entirely zero (what a pool
+    /// import stores).
+    pub fn data_chunk_bytes(&self) -> u64 {
+        let chunk = snapvisor_abi::HUGE_PAGE_SIZE;
+        (0..self.mem_size() / chunk).filter(|c| !self.is_zero(c * chunk, chunk)).count() as u64 * chunk
+    }
+
     /// Reads the whole memory image and checks it against the manifest's digest.
     pub fn verify_memory(&self) -> Result<(), SnapshotError> {
         let path = self.memory_path();
