@@ -6,7 +6,7 @@ use snapvisor_vmm::machine::BootTimes;
 use snapvisor_vmm::metrics::{MemoryUsage, ThreadFaults};
 use snapvisor_vmm::restore::{restore, MemoryStrategy, RestoreTimes, SnapshotSource};
 use snapvisor_vmm::vstate::stats::KvmCounters;
-use snapvisor_vmm::{Hypervisor, MicroVm};
+use snapvisor_vmm::{Hypervisor, Invocation, MicroVm};
 use std::sync::Barrier;
 use std::time::Duration;
 
@@ -119,22 +119,9 @@ impl WarmVm {
     /// One warm invocation (the VM is ready again afterwards).
     pub fn invoke(&mut self, request: &[u8]) -> Result<VmSample, RunError> {
         let inv = self.vm.invoke(request, self.timeout)?;
-        let digest = digest_of(&inv.response)?;
-        let mem = self.vm.memory()?;
-        let memory = MemoryUsage::scan(mem.mapping().as_ptr(), mem.mapping().len()).unwrap_or_default();
+        let sample = VmSample::measure(0, &self.vm, inv)?;
         self.vm.finish(self.timeout)?;
-        Ok(VmSample {
-            vm: 0,
-            digest,
-            response: inv.response,
-            restore: RestoreTimes::default(),
-            invoke: inv.duration,
-            host_faults: inv.faults,
-            kvm: inv.kvm,
-            uffd_faults: 0,
-            prepared_bytes: 0,
-            memory,
-        })
+        Ok(sample)
     }
 }
 
@@ -164,6 +151,26 @@ pub struct VmSample {
 }
 
 impl VmSample {
+    /// A sample of VM number `vm` from its invocation: checks the response and scans the
+    /// VM's memory (restore figures are filled in by the caller).
+    fn measure(vm: usize, machine: &MicroVm, inv: Invocation) -> Result<Self, RunError> {
+        let digest = digest_of(&inv.response)?;
+        let mem = machine.memory()?;
+        let memory = MemoryUsage::scan(mem.mapping().as_ptr(), mem.mapping().len()).unwrap_or_default();
+        Ok(VmSample {
+            vm,
+            digest,
+            response: inv.response,
+            restore: RestoreTimes::default(),
+            invoke: inv.duration,
+            host_faults: inv.faults,
+            kvm: inv.kvm,
+            uffd_faults: 0,
+            prepared_bytes: 0,
+            memory,
+        })
+    }
+
     /// Restore plus invocation.
     pub fn total(&self) -> Duration {
         self.restore.total() + self.invoke
@@ -189,24 +196,8 @@ pub fn snapstart(
         let result = (|| -> Result<_, RunError> {
             let mut restored = restore(hv, source, strategy)?;
             let inv = restored.vm.invoke(request, timeout)?;
-            let digest = digest_of(&inv.response)?;
-            let mem = restored.vm.memory()?;
-            let memory = MemoryUsage::scan(mem.mapping().as_ptr(), mem.mapping().len()).unwrap_or_default();
-            Ok((
-                restored,
-                VmSample {
-                    vm,
-                    digest,
-                    response: inv.response,
-                    restore: RestoreTimes::default(),
-                    invoke: inv.duration,
-                    host_faults: inv.faults,
-                    kvm: inv.kvm,
-                    uffd_faults: 0,
-                    prepared_bytes: 0,
-                    memory,
-                },
-            ))
+            let sample = VmSample::measure(vm, &restored.vm, inv)?;
+            Ok((restored, sample))
         })();
         // Every VM waits here, failed or not, so none is torn down before all are measured.
         done.wait();

@@ -234,6 +234,13 @@ fn a_snapshot_killed_half_way_leaves_nothing_restore_accepts() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
+/// `snapvisor pool import SNAP --id ID --pool POOL`, not yet started.
+fn import_command(data: &Path, snap: &Path, id: &str, pool: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_snapvisor"));
+    cmd.arg("--data-dir").arg(data).args(["pool", "import"]).arg(snap).args(["--id", id, "--pool", pool]);
+    cmd
+}
+
 fn pool_ids(data: &Path, pool: &str) -> Vec<String> {
     let info = json(&ok(snapvisor(data, &["pool", "ls", "--pool", pool, "--json"])));
     info["snapshots"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap().to_string()).collect()
@@ -256,25 +263,11 @@ fn a_pool_import_killed_at_any_point_leaves_the_old_or_the_new_state() {
     // Deterministic crash points: after the data, after the new slot, after the commit.
     for (point, committed) in [("import:data", false), ("import:slot", false), ("import:commit", true)] {
         let id = point.replace(':', "-");
-        let out = Command::new(env!("CARGO_BIN_EXE_snapvisor"))
-            .args([
-                "--data-dir",
-                tmp.0.to_str().unwrap(),
-                "pool",
-                "import",
-                snap.to_str().unwrap(),
-                "--id",
-                &id,
-                "--pool",
-                pool,
-            ])
-            .env("SNAPVISOR_CRASH_AT", point)
-            .output()
-            .unwrap();
+        let out = import_command(&tmp.0, &snap, &id, pool).env("SNAPVISOR_CRASH_AT", point).output().unwrap();
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(out.status.signal(), Some(libc::SIGKILL), "{point}: the import was not killed");
         let fsck = ok(snapvisor(&tmp.0, &["pool", "fsck", "--pool", pool, "--deep"]));
-        assert!(fsck.contains("clean"), "{point}: {fsck}");
+        assert!(fsck.contains(": clean"), "{point}: {fsck}");
         let ids = pool_ids(&tmp.0, pool);
         assert!(ids.contains(&"base".to_string()), "{point}: lost the old state: {ids:?}");
         assert_eq!(ids.contains(&id), committed, "{point}: {ids:?}");
@@ -282,25 +275,12 @@ fn a_pool_import_killed_at_any_point_leaves_the_old_or_the_new_state() {
     // Kills at arbitrary moments.
     for (i, delay_us) in [200u64, 1_000, 3_000, 8_000, 15_000].into_iter().enumerate() {
         let id = format!("random-{i}");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_snapvisor"))
-            .args([
-                "--data-dir",
-                tmp.0.to_str().unwrap(),
-                "pool",
-                "import",
-                snap.to_str().unwrap(),
-                "--id",
-                &id,
-                "--pool",
-                pool,
-            ])
-            .spawn()
-            .unwrap();
+        let mut child = import_command(&tmp.0, &snap, &id, pool).spawn().unwrap();
         std::thread::sleep(Duration::from_micros(delay_us));
         let _ = child.kill();
         let finished = child.wait().unwrap().success();
         let fsck = ok(snapvisor(&tmp.0, &["pool", "fsck", "--pool", pool, "--deep"]));
-        assert!(fsck.contains("clean"), "{fsck}");
+        assert!(fsck.contains(": clean"), "{fsck}");
         let ids = pool_ids(&tmp.0, pool);
         if finished {
             assert!(ids.contains(&id));
@@ -340,7 +320,7 @@ fn the_default_pool_is_set_up_used_and_destroyed_from_the_cli() {
         assert!(err.contains("no snapshot `nope`"), "{err}");
         ok(snapvisor(&tmp.0, &["pool", "rm", "json"]));
         assert!(pool_ids(&tmp.0, tmp.0.join("pool/mnt/snapvisor.pool").to_str().unwrap()).is_empty());
-        assert!(ok(snapvisor(&tmp.0, &["pool", "fsck"])).contains("clean"));
+        assert!(ok(snapvisor(&tmp.0, &["pool", "fsck"])).contains(": clean"));
     });
     let destroyed = ok(snapvisor(&tmp.0, &["pool", "destroy"]));
     assert!(destroyed.contains("unmounted"), "{destroyed}");

@@ -50,6 +50,8 @@ pub struct Row {
     pub uffd_faults: u64,
     /// MiB loaded or pre-faulted before resume.
     pub prepared_mib: f64,
+    /// Resident guest memory after the response (private + shared).
+    pub rss_mib: f64,
     /// Private guest memory after the response.
     pub private_mib: f64,
     /// Shared (file or pool) guest memory after the response.
@@ -95,6 +97,7 @@ impl Row {
             kvm_faults: s.kvm.pf_fixed,
             uffd_faults: s.uffd_faults,
             prepared_mib: mib(s.prepared_bytes),
+            rss_mib: mib(s.memory.private_bytes + s.memory.shared_bytes),
             private_mib: mib(s.memory.private_bytes),
             shared_mib: mib(s.memory.shared_bytes),
             digest: s.digest.clone().unwrap_or_default(),
@@ -267,6 +270,19 @@ fn write_csv<T: Serialize>(path: &Path, rows: &[T]) -> std::io::Result<()> {
     std::fs::write(path, out)
 }
 
+/// A Markdown table header: "function" and one column per (strategy, medium).
+fn table_header<'a>(md: &mut String, columns: impl Iterator<Item = &'a (String, String)> + Clone) {
+    md.push_str("| function |");
+    for (s, m) in columns.clone() {
+        let _ = write!(md, " {s} {m} |");
+    }
+    md.push_str("\n|---|");
+    for _ in columns {
+        md.push_str("---|");
+    }
+    md.push('\n');
+}
+
 /// The Markdown summary.
 pub fn summary(header: &Header, rows: &[Row], conc: &[ConcurrencyRow]) -> String {
     let mut md = String::from("# snapvisor bench\n\n");
@@ -289,15 +305,7 @@ pub fn summary(header: &Header, rows: &[Row], conc: &[ConcurrencyRow]) -> String
     }
 
     let _ = writeln!(md, "\n## SnapStart time (restore + invocation), ms: median (min–max)\n");
-    let _ = write!(md, "| function |");
-    for (s, m) in &configs {
-        let _ = write!(md, " {s} {m} |");
-    }
-    let _ = write!(md, "\n|---|");
-    for _ in &configs {
-        let _ = write!(md, "---|");
-    }
-    md.push('\n');
+    table_header(&mut md, configs.iter());
     for f in &functions {
         let _ = write!(md, "| {f} |");
         for (s, m) in &configs {
@@ -348,16 +356,8 @@ pub fn summary(header: &Header, rows: &[Row], conc: &[ConcurrencyRow]) -> String
             .next()
     };
     let _ = writeln!(md, "\n## Paging overhead: SnapStart − warm invocation, ms (medians)\n");
-    let _ = write!(md, "| function |");
     let strategies: Vec<&(String, String)> = configs.iter().filter(|(s, _)| s != "warm").collect();
-    for (s, m) in &strategies {
-        let _ = write!(md, " {s} {m} |");
-    }
-    let _ = write!(md, "\n|---|");
-    for _ in &strategies {
-        let _ = write!(md, "---|");
-    }
-    md.push('\n');
+    table_header(&mut md, strategies.iter().copied());
     for f in &functions {
         let warm = median_total(f, "warm", None);
         let _ = write!(md, "| {f} |");
