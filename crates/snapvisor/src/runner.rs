@@ -19,6 +19,9 @@ pub enum RunError {
     /// The function answered `{"error": ...}`.
     #[error("the function reported an error: {0}")]
     Function(String),
+    /// A VM's thread panicked (a bug in snapvisor).
+    #[error("the VM's thread panicked")]
+    Panicked,
     /// One of several concurrent VMs failed.
     #[error("VM {vm} of {total} failed")]
     Concurrent {
@@ -193,12 +196,14 @@ pub fn snapstart(
     let done = Barrier::new(concurrency);
     let one = |vm: usize| -> Result<VmSample, RunError> {
         start.wait();
-        let result = (|| -> Result<_, RunError> {
+        // A panic must not skip the barrier below, or the other VMs would wait forever.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<_, RunError> {
             let mut restored = restore(hv, source, strategy)?;
-            let inv = restored.vm.invoke(request, timeout)?;
+            let inv = restored.invoke(request, timeout)?;
             let sample = VmSample::measure(vm, &restored.vm, inv)?;
             Ok((restored, sample))
-        })();
+        }))
+        .unwrap_or(Err(RunError::Panicked));
         // Every VM waits here, failed or not, so none is torn down before all are measured.
         done.wait();
         let (restored, mut sample) = result?;
@@ -211,7 +216,7 @@ pub fn snapstart(
         let handles: Vec<_> = (0..concurrency).map(|vm| s.spawn(move || one(vm))).collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(RunError::Function("VM thread panicked".into()))))
+            .map(|h| h.join().unwrap_or(Err(RunError::Panicked)))
             .collect()
     });
     let total = results.len();

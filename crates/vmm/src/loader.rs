@@ -102,8 +102,9 @@ impl<'a> GuestImage<'a> {
         let mut end = 0;
         let mut entry_ok = false;
         for index in 0..usize::from(ehdr.e_phnum) {
-            let at = ehdr.e_phoff + (index * std::mem::size_of::<elf::Elf64_Phdr>()) as u64;
-            let ph: elf::Elf64_Phdr = read(elf, at).ok_or(ImageError::NotElf("program headers past the end"))?;
+            let at = ehdr.e_phoff.checked_add((index * std::mem::size_of::<elf::Elf64_Phdr>()) as u64);
+            let ph: elf::Elf64_Phdr =
+                at.and_then(|at| read(elf, at)).ok_or(ImageError::NotElf("program headers past the end"))?;
             match ph.p_type {
                 elf::PT_INTERP | elf::PT_DYNAMIC => return Err(ImageError::Dynamic),
                 elf::PT_LOAD => {}

@@ -16,7 +16,7 @@ use crate::snapshot::{self, LayoutRecord, Manifest, SnapshotInput, VmState};
 use crate::vstate::kvm::Hypervisor;
 use crate::vstate::memory::{GuestMemory, Mapping};
 use crate::vstate::stats::KvmCounters;
-use crate::vstate::vcpu::{GuestEvent, VcpuState};
+use crate::vstate::vcpu::{Console, GuestEvent, VcpuState};
 use crate::vstate::vm::Vm;
 use crate::Error;
 use snapvisor_abi::{layout, mailbox, MailboxHeader};
@@ -63,7 +63,7 @@ pub struct MicroVm {
     vm: Vm,
     phase: Phase,
     sequence: u32,
-    console: Vec<String>,
+    console: Console,
     layout: LayoutRecord,
 }
 
@@ -91,12 +91,12 @@ impl MicroVm {
             stack_top: layout::STACK_TOP,
         };
         let times = BootTimes { create: created - start, load: created.elapsed() };
-        Ok((MicroVm { vm, phase: Phase::Booted, sequence: 0, console: Vec::new(), layout }, times))
+        Ok((MicroVm { vm, phase: Phase::Booted, sequence: 0, console: Console::default(), layout }, times))
     }
 
     /// Wraps a VM whose vCPU state was restored at the guest's `ready` hypercall.
     pub fn restored(vm: Vm, layout: LayoutRecord) -> Self {
-        MicroVm { vm, phase: Phase::Ready, sequence: 0, console: Vec::new(), layout }
+        MicroVm { vm, phase: Phase::Ready, sequence: 0, console: Console::default(), layout }
     }
 
     /// The guest layout.
@@ -109,9 +109,9 @@ impl MicroVm {
         self.phase
     }
 
-    /// Console lines the guest wrote so far.
+    /// Console lines the guest wrote so far (up to [`Console::LIMIT`] bytes).
     pub fn console(&self) -> &[String] {
-        &self.console
+        self.console.lines()
     }
 
     /// The guest's RAM.

@@ -2,9 +2,10 @@
 //! guest's memory are resident and whether they are private to it or shared.
 //!
 //! Residency comes from `/proc/self/pagemap`: bit 63 = present, bit 61 = file page or
-//! shared anonymous page (page cache, pool pages) as opposed to a private anonymous page
-//! (copied on write, zero-filled, or read in by the VMM). As root the frame numbers are
-//! visible too, which lets concurrent VMs' shared pages be counted once.
+//! shared anonymous page (page cache, pool pages), bit 56 = mapped exactly once. A present
+//! page that is neither is the kernel's zero page (read-only touches of anonymous memory,
+//! `UFFDIO_ZEROPAGE`), which costs no memory and is not counted. As root the frame numbers
+//! are visible too, which lets concurrent VMs' shared pages be counted once.
 
 use serde::Serialize;
 use std::collections::HashSet;
@@ -48,7 +49,7 @@ impl ThreadFaults {
 /// Resident memory of one guest, from pagemap.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct MemoryUsage {
-    /// Bytes of private anonymous pages (only this VM uses them).
+    /// Bytes of private anonymous pages (only this VM uses them; zero-page mappings excluded).
     pub private_bytes: u64,
     /// Bytes of file-backed or shared pages (page cache, pool): shareable between VMs.
     pub shared_bytes: u64,
@@ -59,6 +60,7 @@ pub struct MemoryUsage {
 
 const PRESENT: u64 = 1 << 63;
 const FILE_OR_SHARED: u64 = 1 << 61;
+const EXCLUSIVE: u64 = 1 << 56;
 const PFN_MASK: u64 = (1 << 55) - 1;
 
 impl MemoryUsage {
@@ -86,7 +88,7 @@ impl MemoryUsage {
                     if pfn != 0 {
                         usage.shared_frames.insert(pfn);
                     }
-                } else {
+                } else if e & EXCLUSIVE != 0 {
                     usage.private_bytes += page as u64;
                 }
             }

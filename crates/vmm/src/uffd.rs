@@ -166,25 +166,38 @@ impl Uffd {
 
     /// Copies `len` bytes from `src` to the registered `dst` and wakes the faulting threads.
     pub fn copy(&self, dst: u64, src: *const u8, len: usize) -> io::Result<Resolved> {
-        loop {
-            let mut copy = UffdioCopy { dst, src: src as u64, len: len as u64, mode: 0, copy: 0 };
-            match self.ioctl(ioctls::UFFDIO_COPY(), &mut copy) {
-                Ok(()) => return Ok(Resolved::Filled),
-                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => return Ok(Resolved::AlreadyPresent),
-                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => continue,
-                Err(e) => return Err(e),
-            }
-        }
+        self.fill(len, |done, rest| {
+            let mut copy = UffdioCopy { dst: dst + done, src: src as u64 + done, len: rest, mode: 0, copy: 0 };
+            let result = self.ioctl(ioctls::UFFDIO_COPY(), &mut copy);
+            (result, copy.copy)
+        })
     }
 
     /// Maps zero pages at the registered `[dst, dst+len)` and wakes the faulting threads.
     pub fn zeropage(&self, dst: u64, len: usize) -> io::Result<Resolved> {
+        self.fill(len, |done, rest| {
+            let mut zero = UffdioZeropage { range: UffdioRange { start: dst + done, len: rest }, mode: 0, zeropage: 0 };
+            let result = self.ioctl(ioctls::UFFDIO_ZEROPAGE(), &mut zero);
+            (result, zero.zeropage)
+        })
+    }
+
+    /// Runs a filling ioctl over `len` bytes: `op(done, rest)` issues it for the bytes not
+    /// yet filled and returns its result and the kernel's count of bytes it did fill. On
+    /// `EAGAIN` the kernel filled part (and woke it); the rest is retried.
+    fn fill(&self, len: usize, mut op: impl FnMut(u64, u64) -> (io::Result<()>, i64)) -> io::Result<Resolved> {
+        let mut done = 0u64;
         loop {
-            let mut zero = UffdioZeropage { range: UffdioRange { start: dst, len: len as u64 }, mode: 0, zeropage: 0 };
-            match self.ioctl(ioctls::UFFDIO_ZEROPAGE(), &mut zero) {
+            let (result, filled) = op(done, len as u64 - done);
+            match result {
                 Ok(()) => return Ok(Resolved::Filled),
                 Err(e) if e.raw_os_error() == Some(libc::EEXIST) => return Ok(Resolved::AlreadyPresent),
-                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => continue,
+                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
+                    done += u64::try_from(filled).unwrap_or(0);
+                    if done >= len as u64 {
+                        return Ok(Resolved::Filled);
+                    }
+                }
                 Err(e) => return Err(e),
             }
         }

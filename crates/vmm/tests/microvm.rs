@@ -93,6 +93,12 @@ fn hostile_guests_end_in_typed_errors() {
             other => panic!("{request}: {other:?}"),
         }
     }
+    // Guest code that reaches a stub's `out` itself (after granting itself the port, with
+    // a stack pointer at the top of the address space) is refused without reading its stack.
+    match hostile(&hv, "forge-exception", TIMEOUT) {
+        Err(Error::Vcpu(VcpuError::ForgedException(_))) => {}
+        other => panic!("forge-exception: {other:?}"),
+    }
     match hostile(&hv, "in-port", TIMEOUT) {
         Err(Error::Vcpu(VcpuError::BadPort { direction: "in", .. })) => {}
         other => panic!("in-port: {other:?}"),
@@ -117,6 +123,17 @@ fn console_writes_reach_the_vmm() {
     vm.wait_ready(TIMEOUT).expect("init");
     assert_eq!(vm.invoke(b"hello", TIMEOUT).expect("invoke").response, b"hello");
     assert_eq!(vm.console(), ["hello from the guest"]);
+}
+
+#[test]
+fn console_output_is_capped() {
+    let Some(hv) = hypervisor("console_output_is_capped") else { return };
+    let (mut vm, _) = MicroVm::boot(&hv, image("hostile"), MEM).expect("boot");
+    vm.wait_ready(TIMEOUT).expect("init");
+    assert_eq!(vm.invoke(b"spam", TIMEOUT).expect("invoke").response, b"spam");
+    let kept: usize = vm.console().iter().map(String::len).sum();
+    assert!(kept <= snapvisor_vmm::vstate::vcpu::Console::LIMIT, "{kept} bytes kept");
+    assert!(kept > 0);
 }
 
 #[test]

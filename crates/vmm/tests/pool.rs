@@ -185,9 +185,9 @@ fn damaged_pools_are_detected_by_fsck_and_refused_by_restore() {
     assert!(matches!(pool.open_snapshot("json"), Err(PoolError::State { .. })));
 
     // Snapshot memory: only the deep check reads it.
-    let (shm, pool, entry) = fresh("damage-data");
-    let data_extent = entry.extents[0];
-    flip(&shm.path().join("pool"), data_extent * EXTENT + 4096);
+    let (shm, pool, _) = fresh("damage-data");
+    let data = pool.open_snapshot("json").unwrap().index().runs.iter().find_map(|r| r.pool).expect("a data run");
+    flip(&shm.path().join("pool"), data + 4096);
     assert!(pool.fsck(false).is_clean());
     let deep = pool.fsck(true);
     assert!(deep.problems.iter().any(|p| p.contains("memory digest")), "{deep:?}");
@@ -259,5 +259,65 @@ fn the_emulated_hugetlbfs_pool_is_set_up_used_and_undone() {
     assert!(!std::fs::read_to_string("/proc/self/mounts").unwrap().contains(&mnt.display().to_string()), "unmounted");
     if let Err(panic) = result {
         std::panic::resume_unwind(panic);
+    }
+}
+
+#[test]
+fn extents_a_running_vm_maps_are_not_reused_after_rm() {
+    let Some(hv) = hypervisor("extents_a_running_vm_maps_are_not_reused_after_rm") else { return };
+    let snaps = TempDir::new("lease-snaps");
+    take_snapshot(&hv, "hostile", &snaps.path().join("hostile"));
+    take_snapshot(&hv, "json", &snaps.path().join("json"));
+    let shm = TempDir::new_in(Path::new("/dev/shm"), "lease-pool");
+    let pool = shm_pool(&shm, 128 << 20);
+    let a = pool.import(&snaps.path().join("hostile"), "a", &mut |_, _| {}).expect("import a");
+    let expected = pass_invoke(&hv, &pool, "a", "sum");
+    // A VM restored from `a` is ready; `a` is removed and another snapshot imported.
+    let source = SnapshotSource::Pool { pool: pool.clone(), id: "a".into() };
+    let mut vm = restore(&hv, &source, strategy(Strategy::Pass).as_ref()).expect("restore");
+    pool.remove("a").expect("rm");
+    let b = pool.import(&snaps.path().join("json"), "b", &mut |_, _| {}).expect("import b");
+    assert!(b.extents.iter().all(|e| !a.extents.contains(e)), "b reused extents the running VM maps");
+    // The VM still reads `a`'s memory.
+    assert_eq!(vm.invoke(b"sum", TIMEOUT).expect("invoke").response, expected);
+    drop(vm);
+    // Once the VM is gone, the extents are free for reuse.
+    let c = pool.import(&snaps.path().join("hostile"), "c", &mut |_, _| {}).expect("import c");
+    assert!(c.extents.iter().any(|e| a.extents.contains(e)), "a's extents were not reused: {:?} vs {:?}", c.extents, a.extents);
+    assert!(pool.fsck(true).is_clean());
+    // A removed snapshot cannot be restored.
+    let source = SnapshotSource::Pool { pool: pool.clone(), id: "a".into() };
+    assert!(matches!(
+        restore(&hv, &source, strategy(Strategy::Pass).as_ref()),
+        Err(snapvisor_vmm::Error::Restore(RestoreError::Pool(PoolError::NotFound { .. })))
+    ));
+}
+
+#[test]
+fn concurrent_imports_from_threads_do_not_collide() {
+    let Some(hv) = hypervisor("concurrent_imports_from_threads_do_not_collide") else { return };
+    let snaps = TempDir::new("threads-snaps");
+    let dir = snaps.path().join("json");
+    take_snapshot(&hv, "json", &dir);
+    let shm = TempDir::new_in(Path::new("/dev/shm"), "threads-pool");
+    let pool = shm_pool(&shm, 256 << 20);
+    let entries: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|i| {
+                let (pool, dir) = (pool.clone(), dir.clone());
+                s.spawn(move || pool.import(&dir, &format!("t{i}"), &mut |_, _| {}).expect("import"))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut all: Vec<u64> = entries.iter().flat_map(|e| e.extents.clone()).collect();
+    let n = all.len();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), n, "two imports got the same extents");
+    assert_eq!(pool.info().unwrap().snapshots.len(), 4);
+    assert!(pool.fsck(true).is_clean());
+    for i in 0..4 {
+        assert_eq!(digest(&pass_invoke(&hv, &pool, &format!("t{i}"), request("json"))), native_digest("json", request("json")));
     }
 }

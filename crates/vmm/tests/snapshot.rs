@@ -190,6 +190,23 @@ fn damaged_snapshots_are_refused_with_typed_errors() {
 }
 
 #[test]
+fn a_failed_fault_handler_is_reported_not_papered_over() {
+    let Some(hv) = hypervisor("a_failed_fault_handler_is_reported_not_papered_over") else { return };
+    let tmp = TempDir::new("pager-fail");
+    let dir = tmp.path().join("json");
+    take_snapshot(&hv, "json", &dir);
+    let mut vm = restore(&hv, &SnapshotSource::Dir(dir.clone()), strategy(Strategy::Uffd).as_ref()).expect("restore");
+    // The memory file loses its contents after the restore: the handler's reads fail.
+    std::fs::OpenOptions::new().write(true).open(dir.join("memory.img")).unwrap().set_len(0).unwrap();
+    match vm.invoke(request("json").as_bytes(), std::time::Duration::from_millis(500)) {
+        Err(snapvisor_vmm::Error::Restore(snapvisor_vmm::restore::RestoreError::PagerFailed { failure, .. })) => {
+            assert!(!failure.is_empty())
+        }
+        other => panic!("{:?}", other.map(|i| i.response)),
+    }
+}
+
+#[test]
 fn an_existing_snapshot_is_not_overwritten_without_force() {
     let Some(hv) = hypervisor("an_existing_snapshot_is_not_overwritten_without_force") else { return };
     let tmp = TempDir::new("exists");
@@ -203,6 +220,16 @@ fn an_existing_snapshot_is_not_overwritten_without_force() {
     }
     vm.snapshot(&hv, "json", image("json"), &dir, true).expect("force replaces");
     Snapshot::open(&dir).expect("the replacement is complete");
+    // A directory that is not a snapshot is never replaced, even with force.
+    let other = tmp.path().join("precious");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("data.txt"), b"keep me").unwrap();
+    match vm.snapshot(&hv, "json", image("json"), &other, true) {
+        Err(snapvisor_vmm::Error::Snapshot(SnapshotError::NotASnapshot(p))) => assert_eq!(p, other),
+        other => panic!("{:?}", other.map(|m| m.function)),
+    }
+    assert_eq!(std::fs::read(other.join("data.txt")).unwrap(), b"keep me");
+    std::fs::remove_dir_all(&other).unwrap();
     // No temporary directories are left behind.
     let leftovers: Vec<_> =
         std::fs::read_dir(tmp.path()).unwrap().flatten().filter(|e| e.file_name() != "json").collect();

@@ -84,8 +84,9 @@ pub fn serve<S>(init: impl FnOnce() -> S, mut handler: impl FnMut(&mut S, &[u8])
     }
 }
 
-/// The request the VMM placed in the mailbox before resuming a ready guest.
-pub fn request() -> &'static [u8] {
+/// The request the VMM placed in the mailbox before resuming a ready guest. Only valid
+/// until the guest is ready again (the VMM then overwrites it), hence private to `serve`.
+fn request<'a>() -> &'a [u8] {
     let header = (layout::MAILBOX + mailbox::HEADER) as *const MailboxHeader;
     // SAFETY: the mailbox header is guest RAM at a fixed address (guest ABI).
     let header = unsafe { core::ptr::read_volatile(header) };

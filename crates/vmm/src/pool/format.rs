@@ -285,10 +285,11 @@ impl Index {
         if self.mem_size != mem_size {
             return Err(format!("index covers {} bytes, the snapshot has {mem_size}", self.mem_size));
         }
-        let mut next = 0;
+        let mut next = 0u64;
         for run in &self.runs {
-            if run.guest != next || run.len == 0 || run.guest % EXTENT != 0 || run.len % EXTENT != 0 {
-                return Err(format!("run {run:?} leaves a gap, overlaps or is not 2 MiB aligned"));
+            let end = run.guest.checked_add(run.len).filter(|&end| end <= mem_size);
+            if run.guest != next || run.len == 0 || end.is_none() || run.guest % EXTENT != 0 || run.len % EXTENT != 0 {
+                return Err(format!("run {run:?} leaves a gap, overlaps, is not 2 MiB aligned or ends past memory"));
             }
             if let Some(at) = run.pool {
                 if at % EXTENT != 0 || at < EXTENT || at.checked_add(run.len).is_none_or(|end| end > pool_size) {

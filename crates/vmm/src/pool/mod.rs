@@ -13,21 +13,24 @@
 //! first, then a new metadata slot, then the commit record.
 
 pub mod format;
+mod fsck;
+mod import;
+mod lease;
 pub mod medium;
 
-use crate::snapshot::{Snapshot, SnapshotError, VmState, STATE};
-use format::{
-    Blob, Index, PoolMeta, Run, SnapshotEntry, Superblock, COMMIT_OFFSET, CRC, EXTENT, MIN_POOL_SIZE, SLOT_SIZE,
-    SUPERBLOCK_SIZE,
-};
+pub use fsck::FsckReport;
+pub use lease::Lease;
+
+use crate::snapshot::{SnapshotError, VmState};
+use format::{Blob, Index, PoolMeta, SnapshotEntry, Superblock, COMMIT_OFFSET, CRC, EXTENT, MIN_POOL_SIZE, SLOT_SIZE};
 use medium::{Medium, MediumError};
 use serde::Serialize;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Why a pool operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -119,7 +122,7 @@ pub enum PoolError {
     Invalid(String),
 }
 
-fn io_err(path: &Path, what: &'static str) -> impl FnOnce(std::io::Error) -> PoolError {
+pub(crate) fn io_err(path: &Path, what: &'static str) -> impl FnOnce(std::io::Error) -> PoolError {
     let path = path.to_path_buf();
     move |source| PoolError::Io { path, what, source }
 }
@@ -130,8 +133,9 @@ struct PoolMap {
     len: usize,
 }
 
-// SAFETY: the mapping is owned by the pool; all accesses are bounds-checked copies, and
-// concurrent metadata updates are serialised with flock.
+// SAFETY: the mapping is owned by the pool; all accesses are bounds-checked copies;
+// metadata updates are serialised by the pool's mutex (threads) and flock (processes), and
+// extents being filled are exclusively leased.
 unsafe impl Send for PoolMap {}
 // SAFETY: see Send.
 unsafe impl Sync for PoolMap {}
@@ -143,23 +147,17 @@ impl Drop for PoolMap {
     }
 }
 
-/// An exclusive `flock` on the pool for the duration of a metadata update.
-struct Locked<'a>(&'a File);
-
-impl<'a> Locked<'a> {
-    fn new(file: &'a File, path: &Path) -> Result<Self, PoolError> {
-        // SAFETY: flock on an open descriptor.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(io_err(path, "lock")(io::Error::last_os_error()));
-        }
-        Ok(Locked(file))
-    }
+/// The right to update the metadata: the pool's mutex (other threads) and an exclusive
+/// `flock` (other processes; flock alone does not separate threads sharing a descriptor).
+struct UpdateGuard<'a> {
+    file: &'a File,
+    _thread: MutexGuard<'a, ()>,
 }
 
-impl Drop for Locked<'_> {
+impl Drop for UpdateGuard<'_> {
     fn drop(&mut self) {
-        // SAFETY: releases the lock taken in `new`.
-        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
+        // SAFETY: releases the flock taken in `Pool::lock_updates`.
+        unsafe { libc::flock(self.file.as_raw_fd(), libc::LOCK_UN) };
     }
 }
 
@@ -171,6 +169,7 @@ pub struct Pool {
     map: PoolMap,
     map_sync: bool,
     superblock: Superblock,
+    updates: Mutex<()>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -204,35 +203,13 @@ pub struct PoolInfo {
     pub snapshots: Vec<SnapshotEntry>,
 }
 
-/// What `fsck` found.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct FsckReport {
-    /// Committed generation (if the commit record could be read).
-    pub generation: Option<u64>,
-    /// Snapshots checked.
-    pub snapshots: usize,
-    /// Extents in use.
-    pub used_extents: u64,
-    /// Inconsistencies; empty when the pool is clean.
-    pub problems: Vec<String>,
-    /// Observations that are not errors (e.g. the other slot's state).
-    pub notes: Vec<String>,
-}
-
-impl FsckReport {
-    /// Whether no problem was found.
-    pub fn is_clean(&self) -> bool {
-        self.problems.is_empty()
-    }
-}
-
-fn now_unix() -> u64 {
+pub(crate) fn now_unix() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// Kills the process at a named point when `SNAPVISOR_CRASH_AT` names it: the pool's
 /// crash-consistency tests use it to stop an import exactly between two persists.
-fn crash_point(name: &str) {
+pub(crate) fn crash_point(name: &str) {
     if std::env::var("SNAPVISOR_CRASH_AT").is_ok_and(|v| v == name) {
         // SAFETY: sends SIGKILL to this process, like a power cut would stop it.
         unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
@@ -265,44 +242,56 @@ impl Pool {
         if !is_device {
             file.set_len(size).map_err(io_err(path, "set length"))?;
         }
-        let medium = match medium::detect(path) {
+        let checked = medium::detect(path).map_err(PoolError::from).and_then(|medium| {
+            let actual = device_or_file_size(&file, path)?;
+            if actual < size {
+                return Err(PoolError::Invalid(format!("{}: has {actual} bytes, fewer than {size}", path.display())));
+            }
+            Ok(medium)
+        });
+        let medium = match checked {
             Ok(m) => m,
             Err(e) => {
                 if !is_device {
                     let _ = std::fs::remove_file(path);
                 }
-                return Err(e.into());
+                return Err(e);
             }
         };
         let (map, map_sync) = map_pool(&file, size as usize, medium, path)?;
         let superblock = Superblock { uuid: random_uuid(), size, created_unix: now_unix() };
-        let pool = Pool { path: path.to_path_buf(), file, medium, map, map_sync, superblock };
+        let pool = Pool { path: path.to_path_buf(), file, medium, map, map_sync, superblock, updates: Mutex::new(()) };
         // Format: empty metadata as generation 0 in slot 0, then the commit record, then
         // the superblock last (a pool without a valid superblock is not a pool).
         let slot = PoolMeta::empty(superblock.extents()).encode_slot(0).map_err(PoolError::Invalid)?;
         pool.write_persist(format::slot_offset(0), &slot)?;
-        pool.write_persist(COMMIT_OFFSET, &0u64.to_le_bytes())?;
+        pool.store_commit(0)?;
         pool.write_persist(0, &superblock.encode())?;
         Ok(pool)
     }
 
     /// Opens an existing pool and checks its superblock and committed metadata.
+    ///
+    /// Everything is read through the shared mapping (device-dax supports nothing else).
     pub fn open(path: &Path) -> Result<Arc<Self>, PoolError> {
         let medium = medium::detect(path)?;
         let file = OpenOptions::new().read(true).write(true).open(path).map_err(io_err(path, "open"))?;
-        let mut head = vec![0u8; SUPERBLOCK_SIZE as usize];
-        file.read_exact_at(&mut head, 0).map_err(io_err(path, "read superblock"))?;
-        let superblock =
-            Superblock::decode(&head).map_err(|reason| PoolError::Superblock { path: path.to_path_buf(), reason })?;
         let actual = device_or_file_size(&file, path)?;
+        if actual < MIN_POOL_SIZE {
+            return Err(PoolError::Superblock { path: path.to_path_buf(), reason: format!("only {actual} bytes") });
+        }
+        let (map, map_sync) = map_pool(&file, actual as usize, medium, path)?;
+        // SAFETY: the mapping is at least MIN_POOL_SIZE bytes, more than a superblock.
+        let head = unsafe { std::slice::from_raw_parts(map.ptr, format::SUPERBLOCK_SIZE as usize) };
+        let superblock =
+            Superblock::decode(head).map_err(|reason| PoolError::Superblock { path: path.to_path_buf(), reason })?;
         if actual < superblock.size {
             return Err(PoolError::Superblock {
                 path: path.to_path_buf(),
                 reason: format!("records {} bytes, the medium has only {actual}", superblock.size),
             });
         }
-        let (map, map_sync) = map_pool(&file, superblock.size as usize, medium, path)?;
-        let pool = Pool { path: path.to_path_buf(), file, medium, map, map_sync, superblock };
+        let pool = Pool { path: path.to_path_buf(), file, medium, map, map_sync, superblock, updates: Mutex::new(()) };
         pool.read_meta()?;
         Ok(Arc::new(pool))
     }
@@ -375,37 +364,76 @@ impl Pool {
         Ok(())
     }
 
-    fn read_commit(&self) -> Result<u64, PoolError> {
-        let b = self.slice(COMMIT_OFFSET, 8)?;
-        Ok(u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    /// The commit record, as one atomic 8-byte cell.
+    fn commit_record(&self) -> &AtomicU64 {
+        // SAFETY: COMMIT_OFFSET is 8-byte aligned inside the mapping (page aligned, larger
+        // than the metadata extent), and the cell is only ever accessed atomically.
+        unsafe { &*self.map.ptr.add(COMMIT_OFFSET as usize).cast::<AtomicU64>() }
+    }
+
+    /// Stores the committed generation with one 8-byte store, then persists it.
+    fn store_commit(&self, generation: u64) -> Result<(), PoolError> {
+        self.commit_record().store(generation.to_le(), Ordering::Release);
+        self.persist(COMMIT_OFFSET, 8)
     }
 
     /// Reads the committed metadata: (generation, bitmap and snapshot table).
-    fn read_meta(&self) -> Result<(u64, PoolMeta), PoolError> {
-        let generation = self.read_commit()?;
-        let slot = self.slice(format::slot_offset(generation % 2), SLOT_SIZE)?;
-        let meta = PoolMeta::decode_slot(slot, generation).map_err(|reason| PoolError::Metadata {
-            path: self.path.clone(),
-            generation,
-            reason,
-        })?;
-        if meta.allocated.len() as u64 != self.superblock.extents().div_ceil(64) || !meta.is_set(0) {
-            return Err(PoolError::Metadata {
-                path: self.path.clone(),
-                generation,
-                reason: "allocation map does not fit the pool".into(),
-            });
+    ///
+    /// Readers take no lock: if the generation changes while a slot is read (two commits
+    /// may have rewritten it), the read is retried; a slot that fails its checks while the
+    /// commit record stays put is corruption.
+    pub(crate) fn read_meta(&self) -> Result<(u64, PoolMeta), PoolError> {
+        let mut attempts = 0;
+        loop {
+            let generation = u64::from_le(self.commit_record().load(Ordering::Acquire));
+            let slot = self.slice(format::slot_offset(generation % 2), SLOT_SIZE)?;
+            let decoded = PoolMeta::decode_slot(slot, generation);
+            let stable = u64::from_le(self.commit_record().load(Ordering::Acquire)) == generation;
+            let meta = match decoded {
+                Err(_) if !stable && attempts < 100 => {
+                    attempts += 1;
+                    continue;
+                }
+                Err(reason) => return Err(PoolError::Metadata { path: self.path.clone(), generation, reason }),
+                Ok(meta) => meta,
+            };
+            if meta.allocated.len() as u64 != self.superblock.extents().div_ceil(64) || !meta.is_set(0) {
+                return Err(PoolError::Metadata {
+                    path: self.path.clone(),
+                    generation,
+                    reason: "allocation map does not fit the pool".into(),
+                });
+            }
+            return Ok((generation, meta));
         }
-        Ok((generation, meta))
     }
 
-    /// Commits `meta` as generation `generation + 1`: slot, then commit record.
-    fn commit(&self, generation: u64, meta: &PoolMeta) -> Result<(), PoolError> {
+    /// Takes the right to update the metadata (threads and processes).
+    fn lock_updates(&self) -> Result<UpdateGuard<'_>, PoolError> {
+        let thread = self.updates.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // SAFETY: flock on an open descriptor; released by UpdateGuard's drop.
+        if unsafe { libc::flock(self.file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(io_err(&self.path, "lock")(io::Error::last_os_error()));
+        }
+        Ok(UpdateGuard { file: &self.file, _thread: thread })
+    }
+
+    /// Commits `meta` as generation `generation + 1`: slot, then commit record. `op` names
+    /// the operation for the crash-point test hook (`<op>:slot`).
+    fn commit(&self, generation: u64, meta: &PoolMeta, op: &str) -> Result<(), PoolError> {
         let next = generation + 1;
         let slot = meta.encode_slot(next).map_err(PoolError::Invalid)?;
         self.write_persist(format::slot_offset(next % 2), &slot)?;
-        crash_point("import:slot");
-        self.write_persist(COMMIT_OFFSET, &next.to_le_bytes())
+        crash_point(&format!("{op}:slot"));
+        self.store_commit(next)
+    }
+
+    /// Address of extent `e` in the mapping (checked to be inside it), for filling it
+    /// during an import.
+    fn extent_ptr(&self, e: u64) -> Result<*mut u8, PoolError> {
+        self.check_range(e * EXTENT, EXTENT)?;
+        // SAFETY: the offset is inside the mapping (checked above).
+        Ok(unsafe { self.map.ptr.add((e * EXTENT) as usize) })
     }
 
     /// The pool and its snapshot table.
@@ -423,129 +451,9 @@ impl Pool {
         })
     }
 
-    /// Imports the snapshot in `dir` under `id`: its non-zero 2 MiB chunks into extents,
-    /// the complete address index and the vCPU state next to them. `progress` gets
-    /// (chunks done, chunks total).
-    pub fn import(&self, dir: &Path, id: &str, progress: &mut dyn FnMut(u64, u64)) -> Result<SnapshotEntry, PoolError> {
-        if id.is_empty() || id.len() > 128 || id.chars().any(|c| c.is_control() || c == '/') {
-            return Err(PoolError::Invalid(format!(
-                "snapshot id {id:?} must be 1..=128 printable characters without '/'"
-            )));
-        }
-        let snapshot = Snapshot::open(dir)?;
-        let state_path = dir.join(&snapshot.manifest().state.file);
-        let state_bytes = std::fs::read(&state_path).map_err(|source| SnapshotError::Io {
-            path: state_path.clone(),
-            what: "read",
-            source,
-        })?;
-        let mem_size = snapshot.mem_size();
-        if mem_size % EXTENT != 0 {
-            return Err(PoolError::Invalid(format!("memory size {mem_size} is not a multiple of 2 MiB")));
-        }
-        let chunks = mem_size / EXTENT;
-        // The 2 MiB chunks that are not entirely zero (the ones `Snapshot::data_chunk_bytes` counts).
-        let data: Vec<u64> = (0..chunks).filter(|c| !snapshot.is_zero(c * EXTENT, EXTENT)).collect();
-
-        let _lock = Locked::new(&self.file, &self.path)?;
-        let (generation, mut meta) = self.read_meta()?;
-        if meta.snapshots.iter().any(|s| s.id == id) {
-            return Err(PoolError::Exists { path: self.path.clone(), id: id.into() });
-        }
-        let extents = self.superblock.extents();
-        let free = extents - meta.used(extents);
-        let data_extents = meta.find_free(extents, data.len()).ok_or(PoolError::Full {
-            path: self.path.clone(),
-            needed: data.len() as u64 + 1,
-            free,
-        })?;
-        let index = build_index(mem_size, &data, &data_extents);
-        let index_bytes = index.encode().map_err(PoolError::Invalid)?;
-        let meta_len = (state_bytes.len() + index_bytes.len()) as u64;
-        let mut taken = meta.clone();
-        for &e in &data_extents {
-            taken.set(e, true);
-        }
-        let meta_extents = taken.find_free(extents, meta_len.div_ceil(EXTENT) as usize).ok_or(PoolError::Full {
-            path: self.path.clone(),
-            needed: data.len() as u64 + meta_len.div_ceil(EXTENT),
-            free,
-        })?;
-
-        // 1. Data: copy each non-zero chunk into its extent, hashing the whole image.
-        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-        let zeros = vec![0u8; EXTENT as usize];
-        let file = snapshot.memory_file();
-        let mut next_data = data.iter().zip(&data_extents).peekable();
-        for chunk in 0..chunks {
-            match next_data.peek() {
-                Some((&c, &extent)) if c == chunk => {
-                    let offset = extent * EXTENT;
-                    self.check_range(offset, EXTENT)?;
-                    // SAFETY: the extent is inside the mapping and free in the committed
-                    // metadata, so nothing else reads or writes it.
-                    let dst =
-                        unsafe { std::slice::from_raw_parts_mut(self.map.ptr.add(offset as usize), EXTENT as usize) };
-                    file.read_exact_at(dst, chunk * EXTENT).map_err(|source| SnapshotError::Io {
-                        path: snapshot.memory_path(),
-                        what: "read",
-                        source,
-                    })?;
-                    hasher.update(dst);
-                    self.persist(offset, EXTENT)?;
-                    next_data.next();
-                }
-                _ => hasher.update(&zeros),
-            }
-            progress(chunk + 1, chunks);
-        }
-        let digest = format!("xxh3:{:016x}", hasher.digest());
-        if digest != snapshot.manifest().memory.digest {
-            return Err(SnapshotError::Digest {
-                path: snapshot.memory_path(),
-                expected: snapshot.manifest().memory.digest.clone(),
-                computed: digest,
-            }
-            .into());
-        }
-        // 2. State and index, side by side in the snapshot's metadata extent(s).
-        let base = meta_extents[0] * EXTENT;
-        if meta_extents.windows(2).any(|w| w[1] != w[0] + 1) {
-            return Err(PoolError::Full { path: self.path.clone(), needed: meta_extents.len() as u64, free: 0 });
-        }
-        self.write_persist(base, &state_bytes)?;
-        self.write_persist(base + state_bytes.len() as u64, &index_bytes)?;
-        crash_point("import:data");
-
-        // 3. Commit the new snapshot table and allocation map.
-        let mut owned: Vec<u64> = data_extents.iter().chain(&meta_extents).copied().collect();
-        owned.sort_unstable();
-        for &e in &owned {
-            meta.set(e, true);
-        }
-        let entry = SnapshotEntry {
-            id: id.to_string(),
-            function: snapshot.manifest().function.clone(),
-            mem_size,
-            memory_digest: snapshot.manifest().memory.digest.clone(),
-            imported_unix: now_unix(),
-            state: Blob { offset: base, len: state_bytes.len() as u64, crc64: CRC.checksum(&state_bytes) },
-            index: Blob {
-                offset: base + state_bytes.len() as u64,
-                len: index_bytes.len() as u64,
-                crc64: CRC.checksum(&index_bytes),
-            },
-            extents: owned,
-        };
-        meta.snapshots.push(entry.clone());
-        self.commit(generation, &meta)?;
-        crash_point("import:commit");
-        Ok(entry)
-    }
-
     /// Removes snapshot `id` from the table and frees its extents.
     pub fn remove(&self, id: &str) -> Result<SnapshotEntry, PoolError> {
-        let _lock = Locked::new(&self.file, &self.path)?;
+        let _update = self.lock_updates()?;
         let (generation, mut meta) = self.read_meta()?;
         let i = meta
             .snapshots
@@ -556,7 +464,7 @@ impl Pool {
         for &e in &entry.extents {
             meta.set(e, false);
         }
-        self.commit(generation, &meta)?;
+        self.commit(generation, &meta, "remove")?;
         Ok(entry)
     }
 
@@ -569,23 +477,48 @@ impl Pool {
         Ok(bytes)
     }
 
+    /// Checks a table entry against the pool and decodes its index and state: blobs and
+    /// runs lie in extents the snapshot owns, every owned extent is used, checksums match.
     fn load_entry(&self, entry: &SnapshotEntry) -> Result<(Index, VmState), PoolError> {
         let index_err = |reason: String| PoolError::Index { path: self.path.clone(), id: entry.id.clone(), reason };
-        let index_bytes = self.blob(&entry.index).map_err(index_err)?;
-        let index = Index::decode(index_bytes, entry.mem_size, self.superblock.size).map_err(index_err)?;
-        if let Some(run) = index.runs.iter().find(|r| {
-            r.pool.is_some_and(|p| (p / EXTENT..(p + r.len) / EXTENT).any(|e| entry.extents.binary_search(&e).is_err()))
-        }) {
-            return Err(index_err(format!("run {run:?} points at extents the snapshot does not own")));
-        }
+        let state_path = PathBuf::from(format!("{}[{}]/vmstate", self.path.display(), entry.id));
         let state_err = |source| PoolError::State { path: self.path.clone(), id: entry.id.clone(), source };
+        let owned = |first: u64, len: u64| -> Option<Vec<u64>> {
+            let end = first.checked_add(len)?;
+            let extents: Vec<u64> = (first / EXTENT..end.div_ceil(EXTENT)).collect();
+            extents.iter().all(|e| entry.extents.binary_search(e).is_ok()).then_some(extents)
+        };
+        let index_extents = owned(entry.index.offset, entry.index.len)
+            .ok_or_else(|| index_err("the index lies outside the snapshot's extents".into()))?;
+        let state_extents = owned(entry.state.offset, entry.state.len).ok_or_else(|| {
+            state_err(SnapshotError::Corrupt { path: state_path.clone(), reason: "outside the snapshot's extents".into() })
+        })?;
+        let index = Index::decode(self.blob(&entry.index).map_err(index_err)?, entry.mem_size, self.superblock.size)
+            .map_err(index_err)?;
+        let mut used: Vec<u64> = index_extents.into_iter().chain(state_extents).collect();
+        for run in &index.runs {
+            if let Some(p) = run.pool {
+                let extents = owned(p, run.len)
+                    .ok_or_else(|| index_err(format!("run {run:?} points at extents the snapshot does not own")))?;
+                used.extend(extents);
+            }
+        }
+        used.sort_unstable();
+        used.dedup();
+        if used != entry.extents {
+            return Err(index_err(format!(
+                "the snapshot owns extents {:?} but uses {:?}",
+                entry.extents.iter().filter(|e| used.binary_search(e).is_err()).collect::<Vec<_>>(),
+                used
+            )));
+        }
         let state_bytes = self
             .blob(&entry.state)
-            .map_err(|reason| state_err(SnapshotError::Corrupt { path: self.path.join(STATE), reason }))?;
-        let state = crate::snapshot::decode_state(state_bytes, &self.path.join(STATE)).map_err(state_err)?;
+            .map_err(|reason| state_err(SnapshotError::Corrupt { path: state_path.clone(), reason }))?;
+        let state = crate::snapshot::decode_state(state_bytes, &state_path).map_err(state_err)?;
         if state.mem_size != entry.mem_size {
             return Err(state_err(SnapshotError::Mismatch {
-                path: self.path.join(STATE),
+                path: state_path,
                 what: "memory size",
                 found: state.mem_size,
                 expected: entry.mem_size,
@@ -594,124 +527,26 @@ impl Pool {
         Ok((index, state))
     }
 
-    /// Opens snapshot `id` for a restore: table entry, checked index and vCPU state.
+    /// Opens snapshot `id` for a restore: table entry, checked index and vCPU state, and a
+    /// shared lease on its extents (see [`Lease`]).
     pub fn open_snapshot(self: &Arc<Self>, id: &str) -> Result<PoolSnapshot, PoolError> {
-        let (_, meta) = self.read_meta()?;
-        let entry = meta
-            .snapshots
-            .into_iter()
-            .find(|s| s.id == id)
-            .ok_or_else(|| PoolError::NotFound { path: self.path.clone(), id: id.into() })?;
+        let find = |meta: PoolMeta| {
+            meta.snapshots
+                .into_iter()
+                .find(|s| s.id == id)
+                .ok_or_else(|| PoolError::NotFound { path: self.path.clone(), id: id.into() })
+        };
+        let entry = find(self.read_meta()?.1)?;
+        let lease = Lease::open(&self.path, false).map_err(io_err(&self.path, "open a lease"))?;
+        lease.share(&entry.extents).map_err(io_err(&self.path, "lease extents"))?;
+        // Leased now; if the snapshot was removed (and its extents possibly reused) before
+        // the lease was granted, it is no longer the committed entry.
+        if find(self.read_meta()?.1)? != entry {
+            return Err(PoolError::NotFound { path: self.path.clone(), id: id.into() });
+        }
         let (index, state) = self.load_entry(&entry)?;
-        Ok(PoolSnapshot { pool: self.clone(), entry, index, state })
+        Ok(PoolSnapshot { pool: self.clone(), entry, index, state, lease: Arc::new(lease) })
     }
-
-    /// Checks the whole pool; with `deep`, also re-hashes every snapshot's memory.
-    pub fn fsck(&self, deep: bool) -> FsckReport {
-        let mut report = FsckReport::default();
-        let (generation, meta) = match self.read_meta() {
-            Ok(m) => m,
-            Err(e) => {
-                report.problems.push(e.to_string());
-                return report;
-            }
-        };
-        report.generation = Some(generation);
-        let extents = self.superblock.extents();
-        report.used_extents = meta.used(extents);
-        report.snapshots = meta.snapshots.len();
-        let other = self.slice(format::slot_offset((generation + 1) % 2), SLOT_SIZE).ok();
-        if generation > 0 {
-            match other.map(|s| PoolMeta::decode_slot(s, generation - 1)) {
-                Some(Ok(_)) => report.notes.push(format!(
-                    "slot {} holds the previous generation {}",
-                    (generation + 1) % 2,
-                    generation - 1
-                )),
-                _ => report.notes.push(format!(
-                    "slot {} does not hold generation {} (overwritten or torn by an interrupted update; not in use)",
-                    (generation + 1) % 2,
-                    generation - 1
-                )),
-            }
-        }
-        let mut owner: Vec<Option<&str>> = vec![None; extents as usize];
-        owner[0] = Some("(metadata)");
-        let mut ids = std::collections::HashSet::new();
-        for entry in &meta.snapshots {
-            if !ids.insert(&entry.id) {
-                report.problems.push(format!("snapshot id `{}` appears twice", entry.id));
-            }
-            for &e in &entry.extents {
-                match owner.get_mut(e as usize) {
-                    None => report.problems.push(format!("snapshot `{}` owns extent {e}, outside the pool", entry.id)),
-                    Some(Some(other)) => {
-                        report.problems.push(format!("extent {e} is owned by both `{other}` and `{}`", entry.id))
-                    }
-                    Some(slot) => *slot = Some(&entry.id),
-                }
-                if !meta.is_set(e) {
-                    report.problems.push(format!("extent {e} of snapshot `{}` is marked free", entry.id));
-                }
-            }
-            match self.load_entry(entry) {
-                Err(e) => report.problems.push(e.to_string()),
-                Ok((index, _)) if deep => {
-                    if let Err(reason) = self.check_digest(entry, &index) {
-                        report.problems.push(format!("snapshot `{}`: {reason}", entry.id));
-                    }
-                }
-                Ok(_) => {}
-            }
-        }
-        for e in 1..extents {
-            if meta.is_set(e) && owner[e as usize].is_none() {
-                report.problems.push(format!("extent {e} is marked in use but no snapshot owns it"));
-            }
-        }
-        report
-    }
-
-    fn check_digest(&self, entry: &SnapshotEntry, index: &Index) -> Result<(), String> {
-        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-        let zeros = vec![0u8; EXTENT as usize];
-        for run in &index.runs {
-            for at in (0..run.len).step_by(EXTENT as usize) {
-                match run.pool {
-                    Some(p) => hasher.update(self.slice(p + at, EXTENT).map_err(|e| e.to_string())?),
-                    None => hasher.update(&zeros),
-                }
-            }
-        }
-        let digest = format!("xxh3:{:016x}", hasher.digest());
-        if digest != entry.memory_digest {
-            return Err(format!("memory digest {digest} does not match the recorded {}", entry.memory_digest));
-        }
-        Ok(())
-    }
-}
-
-/// Builds the index: 2 MiB chunks in `data` go to `extents` (same order), the rest is
-/// zero; neighbouring chunks merge into runs.
-fn build_index(mem_size: u64, data: &[u64], extents: &[u64]) -> Index {
-    let mut runs: Vec<Run> = Vec::new();
-    let mut next_data = data.iter().zip(extents).peekable();
-    for chunk in 0..mem_size / EXTENT {
-        let pool = match next_data.peek() {
-            Some((&c, &e)) if c == chunk => {
-                next_data.next();
-                Some(e * EXTENT)
-            }
-            _ => None,
-        };
-        let guest = chunk * EXTENT;
-        match runs.last_mut() {
-            Some(last) if last.pool.is_none() && pool.is_none() => last.len += EXTENT,
-            Some(last) if last.pool.is_some_and(|p| Some(p + last.len) == pool) => last.len += EXTENT,
-            _ => runs.push(Run { guest, len: EXTENT, pool, flags: 0 }),
-        }
-    }
-    Index { mem_size, runs }
 }
 
 /// A pool snapshot opened for a restore.
@@ -720,6 +555,7 @@ pub struct PoolSnapshot {
     entry: SnapshotEntry,
     index: Index,
     state: VmState,
+    lease: Arc<Lease>,
 }
 
 impl PoolSnapshot {
@@ -746,6 +582,12 @@ impl PoolSnapshot {
     /// The vCPU/VM state.
     pub fn state(&self) -> &VmState {
         &self.state
+    }
+
+    /// The shared lease on the snapshot's extents: whoever maps them keeps a clone for as
+    /// long as the mapping lives, so no import reuses them meanwhile.
+    pub fn lease(&self) -> Arc<Lease> {
+        self.lease.clone()
     }
 }
 
@@ -833,22 +675,6 @@ fn random_uuid() -> [u8; 16] {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn index_merges_neighbouring_chunks() {
-        // chunks 0,1 data in extents 5,6 (contiguous), chunk 2 zero, chunk 3 data in extent 9.
-        let index = build_index(5 * EXTENT, &[0, 1, 3], &[5, 6, 9]);
-        assert_eq!(
-            index.runs,
-            vec![
-                Run { guest: 0, len: 2 * EXTENT, pool: Some(5 * EXTENT), flags: 0 },
-                Run { guest: 2 * EXTENT, len: EXTENT, pool: None, flags: 0 },
-                Run { guest: 3 * EXTENT, len: EXTENT, pool: Some(9 * EXTENT), flags: 0 },
-                Run { guest: 4 * EXTENT, len: EXTENT, pool: None, flags: 0 },
-            ]
-        );
-        assert!(index.check(5 * EXTENT, 10 * EXTENT).is_ok());
-    }
 
     #[test]
     fn cache_line_flush_runs_on_ordinary_memory() {

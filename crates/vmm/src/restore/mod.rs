@@ -133,6 +133,15 @@ pub enum RestoreError {
     /// The medium cannot do what the strategy needs.
     #[error("{0}")]
     Unsupported(String),
+    /// The pager could not serve a fault while the guest ran.
+    #[error("the page-fault handler could not serve the guest ({failure}); the run is void")]
+    PagerFailed {
+        /// The handler's error.
+        failure: String,
+        /// What the run itself reported, if it failed too.
+        #[source]
+        during: Option<Box<Error>>,
+    },
 }
 
 /// Shorthand for a memory-setup error.
@@ -212,6 +221,8 @@ pub struct PagerReport {
 pub trait Pager: Send {
     /// What it did so far.
     fn report(&self) -> PagerReport;
+    /// Why it stopped serving faults, if it failed.
+    fn failure(&self) -> Option<String>;
 }
 
 /// Where a faulting page's contents come from.
@@ -230,6 +241,8 @@ pub struct RestoredMemory {
     pub pager: Option<Box<dyn Pager>>,
     /// Bytes the strategy loaded or mapped before resume (read in, or pre-faulted).
     pub prepared_bytes: u64,
+    /// What the memory depends on while the VM runs (e.g. the lease on pool extents).
+    pub keep_alive: Option<Box<dyn std::any::Any + Send>>,
 }
 
 /// How a restored guest's memory is brought back: the one thing strategies differ in.
@@ -276,6 +289,8 @@ pub struct RestoredVm {
     pub pager: Option<Box<dyn Pager>>,
     /// Bytes loaded or mapped before resume.
     pub prepared_bytes: u64,
+    /// What the guest memory depends on (dropped after the VM).
+    pub keep_alive: Option<Box<dyn std::any::Any + Send>>,
     /// Where the restore's time went.
     pub times: RestoreTimes,
     /// Function the snapshot was taken of.
@@ -286,6 +301,20 @@ impl RestoredVm {
     /// The pager's report (zeros without a pager).
     pub fn pager_report(&self) -> PagerReport {
         self.pager.as_ref().map(|p| p.report()).unwrap_or_default()
+    }
+
+    /// Invokes the restored guest once. If the pager failed to serve a fault meanwhile, the
+    /// run fails with that cause, whatever the guest answered (it may have computed from
+    /// pages the pager could not fill).
+    pub fn invoke(&mut self, request: &[u8], timeout: std::time::Duration) -> Result<crate::Invocation, Error> {
+        let result = self.vm.invoke(request, timeout);
+        match self.pager.as_ref().and_then(|p| p.failure()) {
+            Some(failure) => {
+                let during = result.err().map(Box::new);
+                Err(RestoreError::PagerFailed { failure, during }.into())
+            }
+            None => result,
+        }
     }
 }
 
@@ -310,6 +339,7 @@ pub fn restore(hv: &Hypervisor, source: &SnapshotSource, strategy: &dyn MemorySt
         vm: MicroVm::restored(vm, snapshot.state().layout),
         pager: restored.pager,
         prepared_bytes: restored.prepared_bytes,
+        keep_alive: restored.keep_alive,
         times,
         function: snapshot.function().to_string(),
     })

@@ -96,7 +96,8 @@ impl MemoryStrategy for Pass {
                 .map_err(mem_err("advising small pages for the mailbox"))?;
         }
         let memory = GuestMemory::new(mapping).map_err(mem_err("creating the guest memory view"))?;
-        Ok(RestoredMemory { memory, pager: None, prepared_bytes: prepared })
+        // The VM keeps the lease on its extents: no import may reuse them while it runs.
+        Ok(RestoredMemory { memory, pager: None, prepared_bytes: prepared, keep_alive: Some(Box::new(snapshot.lease())) })
     }
 }
 

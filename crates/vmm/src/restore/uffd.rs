@@ -19,7 +19,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use vmm_sys_util::eventfd::EventFd;
 
@@ -81,7 +81,7 @@ impl MemoryStrategy for Uffd {
         let pager = UffdPager::start(uffd, mapping.as_ptr() as u64, size, self.chunk, Arc::new(source))
             .map_err(mem_err("starting the userfaultfd handler"))?;
         let memory = GuestMemory::new(mapping).map_err(mem_err("creating the guest memory view"))?;
-        Ok(RestoredMemory { memory, pager: Some(Box::new(pager)), prepared_bytes: 0 })
+        Ok(RestoredMemory { memory, pager: Some(Box::new(pager)), prepared_bytes: 0, keep_alive: None })
     }
 }
 
@@ -93,10 +93,16 @@ struct Counters {
 }
 
 /// A userfaultfd handler thread; stopped and joined on drop.
+///
+/// Any fault the thread could not serve, and any error that ends the thread (which closes
+/// the descriptor, after which the kernel fills faults with zero pages), is recorded as a
+/// failure that voids the run (`RestoredVm::invoke`): the guest never hangs in the kernel
+/// for good, and its answer is never trusted after a failure.
 pub(crate) struct UffdPager {
     stop: EventFd,
-    thread: Option<JoinHandle<io::Result<()>>>,
+    thread: Option<JoinHandle<()>>,
     counters: Arc<Counters>,
+    failure: Arc<Mutex<Option<String>>>,
 }
 
 impl UffdPager {
@@ -109,16 +115,31 @@ impl UffdPager {
     ) -> io::Result<Self> {
         let stop = EventFd::new(libc::EFD_NONBLOCK)?;
         let stop_thread = stop.try_clone()?;
-        let counters = Arc::new(Counters::default());
-        let c = counters.clone();
-        let thread = std::thread::Builder::new()
-            .name("uffd-pager".into())
-            .spawn(move || serve(&uffd, base, size, chunk, source.as_ref(), &stop_thread, &c))?;
-        Ok(UffdPager { stop, thread: Some(thread), counters })
+        let handler = Handler {
+            uffd: Arc::new(uffd),
+            base,
+            size,
+            chunk,
+            source,
+            counters: Arc::new(Counters::default()),
+            failure: Arc::new(Mutex::new(None)),
+        };
+        let (counters, failure) = (handler.counters.clone(), handler.failure.clone());
+        let thread = std::thread::Builder::new().name("uffd-pager".into()).spawn(move || {
+            if let Err(e) = handler.serve(&stop_thread) {
+                tracing::error!("userfaultfd handler failed: {e}");
+                handler.failure.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(|| e.to_string());
+            }
+        })?;
+        Ok(UffdPager { stop, thread: Some(thread), counters, failure })
     }
 }
 
 impl Pager for UffdPager {
+    fn failure(&self) -> Option<String> {
+        self.failure.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     fn report(&self) -> PagerReport {
         PagerReport {
             faults: self.counters.faults.load(Ordering::Relaxed),
@@ -132,10 +153,8 @@ impl Drop for UffdPager {
     fn drop(&mut self) {
         let _ = self.stop.write(1);
         if let Some(thread) = self.thread.take() {
-            match thread.join() {
-                Ok(Err(e)) => tracing::error!("userfaultfd handler failed: {e}"),
-                Err(_) => tracing::error!("userfaultfd handler panicked"),
-                Ok(Ok(())) => {}
+            if thread.join().is_err() {
+                tracing::error!("userfaultfd handler panicked");
             }
         }
     }
@@ -171,66 +190,87 @@ impl Drop for AlignedBuf {
     }
 }
 
-fn serve(
-    uffd: &UffdFd,
+/// What the handler thread works with.
+struct Handler {
+    uffd: Arc<UffdFd>,
     base: u64,
     size: usize,
     chunk: usize,
-    source: &dyn PageSource,
-    stop: &EventFd,
-    counters: &Counters,
-) -> io::Result<()> {
-    let mut buf = AlignedBuf::new(chunk);
-    let page = PAGE_SIZE as usize;
-    loop {
-        let mut fds = [
-            libc::pollfd { fd: uffd.as_fd().as_raw_fd(), events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: stop.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-        ];
-        // SAFETY: two valid pollfd structs.
-        let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
-        if rc < 0 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::EINTR) {
-                continue;
-            }
-            return Err(e);
-        }
-        if fds[1].revents != 0 {
-            return Ok(());
-        }
-        while let Some(fault) = uffd.read_fault()? {
-            counters.faults.fetch_add(1, Ordering::Relaxed);
-            let offset = (fault.address - base) as usize & !(chunk - 1);
-            let len = chunk.min(size - offset);
-            let dst = base + offset as u64;
-            let zero = source.is_zero(offset as u64, len as u64);
-            if zero {
-                counters.zero_faults.fetch_add(1, Ordering::Relaxed);
-            } else {
-                source.read(offset as u64, buf.slice(len))?;
-            }
-            let data = buf.slice(len);
-            let fill = |at: usize, n: usize| {
-                let r = if zero {
-                    uffd.zeropage(dst + at as u64, n)
-                } else {
-                    uffd.copy(dst + at as u64, data[at..].as_ptr(), n)
-                };
-                if !zero && matches!(r, Ok(Resolved::Filled)) {
-                    counters.bytes_copied.fetch_add(n as u64, Ordering::Relaxed);
+    source: Arc<dyn PageSource>,
+    counters: Arc<Counters>,
+    failure: Arc<Mutex<Option<String>>>,
+}
+
+impl Handler {
+    /// The handler loop, until `stop` is signalled. A fault it cannot serve (the file cannot
+    /// be read, the copy fails) is recorded in `failure` and resolved with zero pages
+    /// instead, so that the vCPU is not stuck in the kernel for good: the run is then
+    /// reported as failed, whatever the guest computed from those pages.
+    fn serve(&self, stop: &EventFd) -> io::Result<()> {
+        let mut buf = AlignedBuf::new(self.chunk);
+        loop {
+            let mut fds = [
+                libc::pollfd { fd: self.uffd.as_fd().as_raw_fd(), events: libc::POLLIN, revents: 0 },
+                libc::pollfd { fd: stop.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+            ];
+            // SAFETY: two valid pollfd structs.
+            let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+            if rc < 0 {
+                let e = io::Error::last_os_error();
+                if e.raw_os_error() == Some(libc::EINTR) {
+                    continue;
                 }
-                r
-            };
-            if fill(0, len)? == Resolved::AlreadyPresent {
-                // Part of the chunk was already mapped: fill the rest page by page.
-                if len > page {
-                    for at in (0..len).step_by(page) {
-                        fill(at, page)?;
-                    }
+                return Err(e);
+            }
+            if fds[1].revents != 0 {
+                return Ok(());
+            }
+            while let Some(fault) = self.uffd.read_fault()? {
+                self.counters.faults.fetch_add(1, Ordering::Relaxed);
+                let offset = (fault.address - self.base) as usize & !(self.chunk - 1);
+                let len = self.chunk.min(self.size - offset);
+                if let Err(e) = self.serve_fault(offset, len, &mut buf) {
+                    tracing::error!("userfaultfd handler could not serve {:#x}: {e}", fault.address);
+                    self.failure.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(|| e.to_string());
+                    // Zero pages keep the vCPU moving; the run is reported as failed.
+                    let dst = self.base + offset as u64;
+                    let _ = fill_pages(&self.uffd, dst, len, |d, n| self.uffd.zeropage(d, n));
+                    self.uffd.wake(fault.address & !(PAGE_SIZE - 1), PAGE_SIZE as usize)?;
                 }
-                uffd.wake(fault.address & !(PAGE_SIZE - 1), page)?;
             }
         }
     }
+
+    /// Serves one fault: the chunk at guest `offset`.
+    fn serve_fault(&self, offset: usize, len: usize, buf: &mut AlignedBuf) -> io::Result<()> {
+        let dst = self.base + offset as u64;
+        if self.source.is_zero(offset as u64, len as u64) {
+            self.counters.zero_faults.fetch_add(1, Ordering::Relaxed);
+            return fill_pages(&self.uffd, dst, len, |d, n| self.uffd.zeropage(d, n));
+        }
+        let data = buf.slice(len);
+        self.source.read(offset as u64, data)?;
+        fill_pages(&self.uffd, dst, len, |d, n| {
+            let r = self.uffd.copy(d, data[(d - dst) as usize..].as_ptr(), n);
+            if matches!(r, Ok(Resolved::Filled)) {
+                self.counters.bytes_copied.fetch_add(n as u64, Ordering::Relaxed);
+            }
+            r
+        })
+    }
+}
+
+/// Fills `[dst, dst+len)` with `op`; if part of it was already mapped (another fault got
+/// there first), fills the rest page by page and wakes the range.
+fn fill_pages(uffd: &UffdFd, dst: u64, len: usize, mut op: impl FnMut(u64, usize) -> io::Result<Resolved>) -> io::Result<()> {
+    if op(dst, len)? == Resolved::AlreadyPresent {
+        let page = PAGE_SIZE as usize;
+        if len > page {
+            for at in (0..len).step_by(page) {
+                op(dst + at as u64, page)?;
+            }
+        }
+        uffd.wake(dst, len)?;
+    }
+    Ok(())
 }

@@ -105,6 +105,9 @@ pub enum SnapshotError {
     /// The target directory exists.
     #[error("{}: already exists (pass --force to replace it)", .0.display())]
     Exists(PathBuf),
+    /// The target exists and is not a snapshot: never replaced.
+    #[error("{}: exists and is not a snapshot (no manifest.json); refusing to replace it", .0.display())]
+    NotASnapshot(PathBuf),
     /// The VM could not be snapshotted.
     #[error("the VM could not be snapshotted")]
     Vm(#[source] Box<crate::Error>),
@@ -214,6 +217,7 @@ pub struct Snapshot {
     dir: PathBuf,
     manifest: Manifest,
     state: VmState,
+    state_bytes: Vec<u8>,
     memory: File,
 }
 
@@ -254,6 +258,12 @@ impl Snapshot {
                 ),
             });
         }
+        if manifest.state.file != STATE || manifest.memory.file != MEMORY {
+            return Err(SnapshotError::Corrupt {
+                path: manifest_path,
+                reason: format!("file names must be `{STATE}` and `{MEMORY}`"),
+            });
+        }
         let state_path = dir.join(&manifest.state.file);
         let bytes = std::fs::read(&state_path).map_err(io_err(&state_path, "read"))?;
         let (state, crc) = state_file::decode(&bytes, &state_path)?;
@@ -287,7 +297,7 @@ impl Snapshot {
                 expected: manifest.mem_size,
             });
         }
-        Ok(Snapshot { dir, manifest, state, memory })
+        Ok(Snapshot { dir, manifest, state, state_bytes: bytes, memory })
     }
 
     /// The snapshot directory.
@@ -303,6 +313,11 @@ impl Snapshot {
     /// The saved VM state.
     pub fn state(&self) -> &VmState {
         &self.state
+    }
+
+    /// The bytes of the state file, as checked by [`Snapshot::open`].
+    pub fn state_bytes(&self) -> &[u8] {
+        &self.state_bytes
     }
 
     /// The memory image (open for reading).
@@ -387,7 +402,8 @@ fn check_zero_ranges(manifest: &Manifest, path: &Path) -> Result<(), SnapshotErr
     let mut next = 0;
     let mut zero = 0;
     for r in &manifest.memory.zero_ranges {
-        if r.count == 0 || r.first < next || r.first.checked_add(r.count).is_none_or(|end| end > pages) {
+        let end = r.first.checked_add(r.count);
+        if r.count == 0 || r.first < next || end.is_none_or(|end| end > pages) {
             return Err(SnapshotError::Corrupt {
                 path: path.to_path_buf(),
                 reason: format!("zero range {r:?} is empty, unsorted or outside memory"),
@@ -396,7 +412,7 @@ fn check_zero_ranges(manifest: &Manifest, path: &Path) -> Result<(), SnapshotErr
         next = r.first + r.count;
         zero += r.count;
     }
-    if zero + manifest.memory.data_pages != pages {
+    if zero.checked_add(manifest.memory.data_pages) != Some(pages) {
         return Err(SnapshotError::Corrupt {
             path: path.to_path_buf(),
             reason: format!(

@@ -29,10 +29,15 @@ fn io(path: &Path, what: &'static str) -> impl FnOnce(std::io::Error) -> Snapsho
 }
 
 /// Writes the snapshot to `dir`. Without `force`, an existing `dir` is an error; with it,
-/// the old snapshot is replaced only once the new one is complete.
+/// an existing snapshot is swapped for the new one in one atomic exchange once the new one
+/// is complete (a directory that is not a snapshot is never replaced).
 pub fn write(dir: &Path, input: SnapshotInput<'_>, force: bool) -> Result<Manifest, SnapshotError> {
-    if dir.exists() && !force {
+    let existing = dir.exists();
+    if existing && !force {
         return Err(SnapshotError::Exists(dir.to_path_buf()));
+    }
+    if existing && !dir.join(MANIFEST).exists() {
+        return Err(SnapshotError::NotASnapshot(dir.to_path_buf()));
     }
     let parent = match dir.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -50,25 +55,55 @@ pub fn write(dir: &Path, input: SnapshotInput<'_>, force: bool) -> Result<Manife
     }
     std::fs::create_dir(&tmp).map_err(io(&tmp, "create directory"))?;
 
-    let result = write_files(&tmp, input);
-    let manifest = match result {
+    let manifest = match write_files(&tmp, input).and_then(|m| sync_dir(&tmp).map(|_| m)) {
         Ok(m) => m,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&tmp);
             return Err(e);
         }
     };
-    sync_dir(&tmp)?;
-    if dir.exists() {
-        let old = parent.join(format!(".{name}.old-{}", std::process::id()));
-        std::fs::rename(dir, &old).map_err(io(dir, "move the old snapshot aside"))?;
-        std::fs::rename(&tmp, dir).map_err(io(dir, "rename into place"))?;
-        std::fs::remove_dir_all(&old).map_err(io(&old, "remove the old snapshot"))?;
+    // Into place: without force, only if nothing is there (another writer may have won);
+    // with force, exchanged atomically with the old snapshot, which then goes.
+    let exchanged = if existing {
+        match rename2(&tmp, dir, libc::RENAME_EXCHANGE) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&tmp);
+                return Err(io(dir, "exchange with the old snapshot")(e));
+            }
+        }
     } else {
-        std::fs::rename(&tmp, dir).map_err(io(dir, "rename into place"))?;
+        false
+    };
+    if !exchanged {
+        if let Err(e) = rename2(&tmp, dir, libc::RENAME_NOREPLACE) {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(if e.kind() == std::io::ErrorKind::AlreadyExists {
+                SnapshotError::Exists(dir.to_path_buf())
+            } else {
+                io(dir, "rename into place")(e)
+            });
+        }
     }
     sync_dir(&parent)?;
+    if exchanged {
+        // `tmp` now holds the old snapshot; a crash before this leaves it as a stale partial.
+        std::fs::remove_dir_all(&tmp).map_err(io(&tmp, "remove the old snapshot"))?;
+    }
     Ok(manifest)
+}
+
+/// `renameat2(from, to, flags)`.
+fn rename2(from: &Path, to: &Path, flags: libc::c_uint) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(std::io::Error::other);
+    let (from, to) = (c(from)?, c(to)?);
+    // SAFETY: valid C strings; renameat2 does not keep them.
+    if unsafe { libc::renameat2(libc::AT_FDCWD, from.as_ptr(), libc::AT_FDCWD, to.as_ptr(), flags) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn write_files(tmp: &Path, input: SnapshotInput<'_>) -> Result<Manifest, SnapshotError> {
@@ -157,21 +192,42 @@ fn sync_dir(dir: &Path) -> Result<(), SnapshotError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir, "fsync directory"))
 }
 
-/// Removes temporary directories of earlier writers of `name` that are no longer running.
+/// Removes temporary directories (`.NAME.partial-PID`) of earlier writers of `name` that
+/// are no longer running.
 fn remove_stale_partials(parent: &Path, name: &str) {
     let Ok(entries) = std::fs::read_dir(parent) else { return };
+    let prefix = format!(".{name}.partial-");
     for entry in entries.flatten() {
         let file_name = entry.file_name();
-        let file_name = file_name.to_string_lossy();
-        let Some(pid) = file_name
-            .strip_prefix(&format!(".{name}.partial-"))
-            .or_else(|| file_name.strip_prefix(&format!(".{name}.old-")))
-        else {
-            continue;
-        };
-        let alive = pid.parse::<u32>().is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
-        if !alive {
+        let Some(pid) = file_name.to_str().and_then(|f| f.strip_prefix(&prefix)) else { continue };
+        // Only a bare process id: `.a.partial-1.partial-7` belongs to snapshot `a.partial-1`.
+        let Ok(pid) = pid.parse::<u32>() else { continue };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
             let _ = std::fs::remove_dir_all(entry.path());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_dead_writers_partials_of_this_name_are_removed() {
+        let parent = std::env::temp_dir().join(format!("snapvisor-partials-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&parent);
+        std::fs::create_dir_all(&parent).unwrap();
+        let me = std::process::id();
+        let dead = parent.join(".a.partial-4294967295");
+        let live = parent.join(format!(".a.partial-{me}"));
+        let other_name = parent.join(format!(".a.partial-1.partial-{me}"));
+        for d in [&dead, &live, &other_name] {
+            std::fs::create_dir(d).unwrap();
+        }
+        remove_stale_partials(&parent, "a");
+        assert!(!dead.exists());
+        assert!(live.exists(), "a running writer's directory was removed");
+        assert!(other_name.exists(), "snapshot `a.partial-1`'s writer was taken for one of `a`");
+        std::fs::remove_dir_all(&parent).unwrap();
     }
 }

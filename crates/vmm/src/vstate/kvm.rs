@@ -65,6 +65,7 @@ impl fmt::Display for HypervisorKind {
 pub struct Hypervisor {
     kvm: Kvm,
     kind: HypervisorKind,
+    needs_rmode_tss: bool,
     cpuid: CpuId,
     xcr0: u64,
     msr_list: Vec<u32>,
@@ -121,7 +122,13 @@ impl Hypervisor {
             .map_err(|source| KvmError::Ioctl { what: "KVM_GET_MSR_INDEX_LIST", source })?
             .as_slice()
             .to_vec();
-        Ok(Hypervisor { kvm, kind: detect_kind(), cpuid, xcr0: supported_xcr0 & WANTED_XCR0, msr_list })
+        let kind = detect_kind();
+        // VT-x without unrestricted guest emulates the vCPU's reset-time real mode with a TSS
+        // that KVM needs an address for; everywhere else the guest never leaves long mode.
+        let needs_rmode_tss = kind == HypervisorKind::Vmx
+            && std::fs::read_to_string("/sys/module/kvm_intel/parameters/unrestricted_guest")
+                .is_ok_and(|v| v.trim() == "N");
+        Ok(Hypervisor { kvm, kind, needs_rmode_tss, cpuid, xcr0: supported_xcr0 & WANTED_XCR0, msr_list })
     }
 
     /// The KVM handle.
@@ -142,6 +149,11 @@ impl Hypervisor {
     /// XCR0 the guests run with (x87, and SSE/AVX where available).
     pub fn xcr0(&self) -> u64 {
         self.xcr0
+    }
+
+    /// Whether VMs need `KVM_SET_TSS_ADDR` (VT-x without unrestricted guest).
+    pub fn needs_rmode_tss(&self) -> bool {
+        self.needs_rmode_tss
     }
 
     /// Whether KVM can save and restore the MSR `index`.

@@ -16,7 +16,7 @@ use kvm_bindings::{
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use serde::{Deserialize, Serialize};
 use snapvisor_abi::{exception_name, layout, mailbox, port, ExceptionFrame};
-use std::sync::Once;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// What the guest asked for when the vCPU stopped.
@@ -145,6 +145,43 @@ pub const SAVED_MSRS: &[(u32, &str)] = &[
     (0xc000_0103, "TSC_AUX"),
 ];
 
+/// Console output of a guest, kept up to [`Console::LIMIT`] bytes (a guest that prints
+/// without end cannot grow the VMM's memory without end).
+#[derive(Clone, Debug, Default)]
+pub struct Console {
+    lines: Vec<String>,
+    bytes: usize,
+    dropped: u64,
+}
+
+impl Console {
+    /// Bytes kept per VM.
+    pub const LIMIT: usize = 1 << 20;
+
+    fn push(&mut self, text: String) {
+        if self.bytes + text.len() > Self::LIMIT {
+            if self.dropped == 0 {
+                tracing::warn!(target: "guest", "console output above {} bytes is dropped", Self::LIMIT);
+            }
+            self.dropped += text.len() as u64;
+            return;
+        }
+        tracing::info!(target: "guest", "{}", text.trim_end());
+        self.bytes += text.len();
+        self.lines.push(text);
+    }
+
+    /// The lines kept.
+    pub fn lines(&self) -> &[String] {
+        &self.lines
+    }
+
+    /// Bytes dropped after the limit.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+}
+
 /// A vCPU and its counters.
 pub struct Vcpu {
     fd: VcpuFd,
@@ -181,13 +218,8 @@ impl Vcpu {
     }
 
     /// Runs the guest until its next `ready` or `respond`, serving console writes on the
-    /// way (appended to `console`). Stops the guest after `timeout`.
-    pub fn run(
-        &mut self,
-        mem: &GuestMemory,
-        timeout: Duration,
-        console: &mut Vec<String>,
-    ) -> Result<GuestEvent, VcpuError> {
+    /// way (kept in `console`). Stops the guest after `timeout`.
+    pub fn run(&mut self, mem: &GuestMemory, timeout: Duration, console: &mut Console) -> Result<GuestEvent, VcpuError> {
         let start = Instant::now();
         let _timer = RunTimer::arm(timeout).map_err(VcpuError::Timer)?;
         loop {
@@ -230,9 +262,12 @@ impl Vcpu {
                 }
                 port::CONSOLE => {
                     check_len("console", arg, mailbox::MESSAGE_MAX)?;
-                    let text = read_message(mem, arg)?;
-                    tracing::info!(target: "guest", "{}", text.trim_end());
-                    console.push(text);
+                    console.push(read_message(mem, arg)?);
+                    // A guest that only prints never blocks in KVM_RUN long enough for the
+                    // timer's signal to land there: check the deadline on every exit too.
+                    if start.elapsed() >= timeout {
+                        return Err(VcpuError::Timeout(timeout));
+                    }
                 }
                 port::ABORT => {
                     check_len("abort message", arg, mailbox::MESSAGE_MAX)?;
@@ -249,13 +284,16 @@ impl Vcpu {
             Ok(regs) => regs,
             Err(source) => return VcpuError::Kvm { what: "KVM_GET_REGS", source },
         };
-        // The `out` has completed, so rip is just past it; the stubs are all inside one page.
-        if !boot::is_exception_stub(regs.rip.wrapping_sub(2)) {
+        // The `out` has completed, so rip is just past it. Only the VMM's stubs, at CPL0,
+        // report exceptions: guest code could point rip there after rewriting its own TSS.
+        let cpl0 = self.fd.get_sregs().is_ok_and(|s| s.cs.selector & 3 == 0);
+        if !cpl0 || !boot::is_exception_stub(regs.rip.wrapping_sub(2)) {
             return VcpuError::ForgedException(regs.rip);
         }
         let mut words = [0u64; 7];
         for (i, w) in words.iter_mut().enumerate() {
-            match mem.read_u64(regs.rsp + 8 * i as u64) {
+            let at = regs.rsp.checked_add(8 * i as u64).ok_or(OutOfBounds { addr: regs.rsp, len: 56, size: mem.size() });
+            match at.and_then(|at| mem.read_u64(at)) {
                 Ok(v) => *w = v,
                 Err(e) => return e.into(),
             }
@@ -361,17 +399,30 @@ fn kick_signal() -> libc::c_int {
     vmm_sys_util::signal::SIGRTMIN()
 }
 
+/// Installs [`kick_handler`] for the kick signal, with `SA_RESTART` so that other system
+/// calls a late signal interrupts are restarted (KVM_RUN returns EINTR regardless).
+fn register_kick_handler() -> Result<(), i32> {
+    // SAFETY: zero is a valid sigaction; the fields that matter are set below.
+    let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+    action.sa_sigaction = kick_handler as *const () as usize;
+    action.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+    // SAFETY: a valid sigaction with an async-signal-safe (empty) handler.
+    if unsafe { libc::sigaction(kick_signal(), &action, std::ptr::null_mut()) } != 0 {
+        return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EINVAL));
+    }
+    Ok(())
+}
+
 impl RunTimer {
     const REPEAT: Duration = Duration::from_millis(5);
 
+    /// Longest timeout a timer is armed with (longer ones are clamped).
+    const MAX: Duration = Duration::from_secs(365 * 24 * 3600);
+
     fn arm(timeout: Duration) -> std::io::Result<Self> {
-        static HANDLER: Once = Once::new();
-        let mut registered = Ok(());
-        HANDLER.call_once(|| {
-            registered = vmm_sys_util::signal::register_signal_handler(kick_signal(), kick_handler)
-                .map_err(|e| std::io::Error::from_raw_os_error(e.errno()));
-        });
-        registered?;
+        static HANDLER: OnceLock<Result<(), i32>> = OnceLock::new();
+        HANDLER.get_or_init(register_kick_handler).map_err(std::io::Error::from_raw_os_error)?;
+        let timeout = timeout.min(Self::MAX);
         // SAFETY: zero is a valid bit pattern for sigevent; the fields that matter are set below.
         let mut event: libc::sigevent = unsafe { std::mem::zeroed() };
         event.sigev_notify = libc::SIGEV_THREAD_ID;

@@ -28,10 +28,17 @@ pub enum VmError {
     /// The VM has no memory attached.
     #[error("the VM has no guest memory attached")]
     NoMemory,
+    /// Guest memory that would cover KVM's real-mode TSS on this host.
+    #[error("guest memory above {limit:#x} bytes collides with KVM's real-mode TSS on VT-x without unrestricted guest")]
+    TooLargeForHost {
+        /// Largest guest memory this host allows.
+        limit: u64,
+    },
 }
 
-/// Address of the three pages KVM needs for the TSS of real-mode emulation on Intel
-/// (KVM_SET_TSS_ADDR); above any guest RAM snapvisor maps.
+/// Address of the three pages KVM needs for the TSS of real-mode emulation on VT-x without
+/// unrestricted guest (KVM_SET_TSS_ADDR); KVM's identity map goes one page below. Guests on
+/// such hosts must stay below it.
 const KVM_TSS_ADDRESS: usize = 0xfffb_d000;
 
 /// A VM: vCPU first, so it is closed before the VM fd and before its memory is unmapped.
@@ -39,20 +46,28 @@ pub struct Vm {
     vcpu: Vcpu,
     fd: VmFd,
     memory: Option<GuestMemory>,
+    rmode_tss: bool,
 }
 
 impl Vm {
     /// Creates a VM and its vCPU (no memory yet).
     pub fn create(hv: &Hypervisor) -> Result<Self, VmError> {
         let fd = hv.kvm().create_vm().map_err(|source| VmError::Kvm { what: "KVM_CREATE_VM", source })?;
-        fd.set_tss_address(KVM_TSS_ADDRESS).map_err(|source| VmError::Kvm { what: "KVM_SET_TSS_ADDR", source })?;
+        let rmode_tss = hv.needs_rmode_tss();
+        if rmode_tss {
+            fd.set_tss_address(KVM_TSS_ADDRESS)
+                .map_err(|source| VmError::Kvm { what: "KVM_SET_TSS_ADDR", source })?;
+        }
         let vcpu_fd = fd.create_vcpu(0).map_err(|source| VmError::Kvm { what: "KVM_CREATE_VCPU", source })?;
         let vcpu = Vcpu::new(hv, vcpu_fd)?;
-        Ok(Vm { vcpu, fd, memory: None })
+        Ok(Vm { vcpu, fd, memory: None, rmode_tss })
     }
 
     /// Registers `memory` as the guest's RAM at guest physical 0 (slot 0).
     pub fn attach_memory(&mut self, memory: GuestMemory) -> Result<(), VmError> {
+        if self.rmode_tss && memory.size() > KVM_TSS_ADDRESS as u64 - 0x1000 {
+            return Err(VmError::TooLargeForHost { limit: KVM_TSS_ADDRESS as u64 - 0x1000 });
+        }
         let region = kvm_userspace_memory_region {
             slot: 0,
             flags: 0,

@@ -3,8 +3,10 @@
 //! Init fills an 8 MiB buffer with a pattern (so its snapshot has data to protect). The
 //! request names the behaviour: `echo`, `hello`, `loop`, `panic`, `null`, `ud`,
 //! `stack-overflow`, `respond-too-long`, `console-too-long`, `abort-too-long`,
-//! `unknown-port`, `in-port`, `fake-exception`, `scribble` (overwrite the buffer, answer its
-//! digest), `sum` (answer a checksum of the buffer).
+//! `unknown-port`, `in-port`, `fake-exception`, `forge-exception` (grant itself the
+//! exception port and run a stub's `out` at CPL3 with a wild stack pointer), `spam` (print
+//! 4 MiB to the console, then answer), `scribble` (overwrite the buffer, answer its digest),
+//! `sum` (answer a checksum of the buffer).
 #![no_std]
 #![no_main]
 
@@ -12,7 +14,7 @@ extern crate alloc;
 
 use alloc::format;
 use alloc::vec::Vec;
-use snapvisor_abi::{mailbox, port};
+use snapvisor_abi::{layout, mailbox, port};
 use snapvisor_runtime::hypercall::out;
 
 snapvisor_runtime::entry!(main);
@@ -86,6 +88,24 @@ fn handle(buffer: &mut [u8], request: &[u8]) -> Vec<u8> {
         b"fake-exception" => {
             out(port::EXCEPTION, 0);
             Vec::new()
+        }
+        b"forge-exception" => {
+            // Clear the I/O bitmap bits of ports 0x20..0x28 in the TSS (all memory is the
+            // guest's), then jump to the `out` of vector 0's stub with rsp at the very top.
+            let bitmap = (layout::TSS + 0x68 + 4) as *mut u8;
+            // SAFETY: deliberately rewrites the guest's own TSS (guest memory) to misbehave.
+            unsafe { core::ptr::write_volatile(bitmap, 0) };
+            let stub_out = layout::EXCEPTION_STUBS + 4;
+            // SAFETY: deliberately jumps into the VMM's stub at CPL3; it never returns.
+            unsafe { core::arch::asm!("mov rsp, -8", "jmp {0}", in(reg) stub_out, options(noreturn)) }
+        }
+        b"spam" => {
+            let line = [b'x'; 65536];
+            let text = core::str::from_utf8(&line).unwrap_or_default();
+            for _ in 0..64 {
+                snapvisor_runtime::println!("{text}");
+            }
+            request.to_vec()
         }
         b"scribble" => {
             for (i, b) in buffer.iter_mut().enumerate() {
