@@ -224,7 +224,7 @@ struct BenchArgs {
     #[arg(long, value_delimiter = ',')]
     strategies: Vec<String>,
     /// Measured repetitions per configuration.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
     reps: u32,
     /// Output directory for results.csv, concurrency.csv, summary.md, concurrency.svg.
     #[arg(long, default_value = "results")]

@@ -214,10 +214,7 @@ pub fn snapstart(
     };
     let results: Vec<Result<VmSample, RunError>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..concurrency).map(|vm| s.spawn(move || one(vm))).collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or(Err(RunError::Panicked)))
-            .collect()
+        handles.into_iter().map(|h| h.join().unwrap_or(Err(RunError::Panicked))).collect()
     });
     let total = results.len();
     results

@@ -283,7 +283,12 @@ fn extents_a_running_vm_maps_are_not_reused_after_rm() {
     drop(vm);
     // Once the VM is gone, the extents are free for reuse.
     let c = pool.import(&snaps.path().join("hostile"), "c", &mut |_, _| {}).expect("import c");
-    assert!(c.extents.iter().any(|e| a.extents.contains(e)), "a's extents were not reused: {:?} vs {:?}", c.extents, a.extents);
+    assert!(
+        c.extents.iter().any(|e| a.extents.contains(e)),
+        "a's extents were not reused: {:?} vs {:?}",
+        c.extents,
+        a.extents
+    );
     assert!(pool.fsck(true).is_clean());
     // A removed snapshot cannot be restored.
     let source = SnapshotSource::Pool { pool: pool.clone(), id: "a".into() };
@@ -318,6 +323,9 @@ fn concurrent_imports_from_threads_do_not_collide() {
     assert_eq!(pool.info().unwrap().snapshots.len(), 4);
     assert!(pool.fsck(true).is_clean());
     for i in 0..4 {
-        assert_eq!(digest(&pass_invoke(&hv, &pool, &format!("t{i}"), request("json"))), native_digest("json", request("json")));
+        assert_eq!(
+            digest(&pass_invoke(&hv, &pool, &format!("t{i}"), request("json"))),
+            native_digest("json", request("json"))
+        );
     }
 }

@@ -44,7 +44,8 @@ impl Pool {
         report.snapshots = meta.snapshots.len();
         if generation > 0 {
             let slot = (generation + 1) % 2;
-            let previous = self.slice(slot_offset(slot), SLOT_SIZE).ok().map(|s| PoolMeta::decode_slot(s, generation - 1));
+            let previous =
+                self.slice(slot_offset(slot), SLOT_SIZE).ok().map(|s| PoolMeta::decode_slot(s, generation - 1));
             report.notes.push(match previous {
                 Some(Ok(_)) => format!("slot {slot} holds the previous generation {}", generation - 1),
                 _ => format!(

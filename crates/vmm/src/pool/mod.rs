@@ -491,7 +491,10 @@ impl Pool {
         let index_extents = owned(entry.index.offset, entry.index.len)
             .ok_or_else(|| index_err("the index lies outside the snapshot's extents".into()))?;
         let state_extents = owned(entry.state.offset, entry.state.len).ok_or_else(|| {
-            state_err(SnapshotError::Corrupt { path: state_path.clone(), reason: "outside the snapshot's extents".into() })
+            state_err(SnapshotError::Corrupt {
+                path: state_path.clone(),
+                reason: "outside the snapshot's extents".into(),
+            })
         })?;
         let index = Index::decode(self.blob(&entry.index).map_err(index_err)?, entry.mem_size, self.superblock.size)
             .map_err(index_err)?;

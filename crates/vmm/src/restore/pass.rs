@@ -97,7 +97,12 @@ impl MemoryStrategy for Pass {
         }
         let memory = GuestMemory::new(mapping).map_err(mem_err("creating the guest memory view"))?;
         // The VM keeps the lease on its extents: no import may reuse them while it runs.
-        Ok(RestoredMemory { memory, pager: None, prepared_bytes: prepared, keep_alive: Some(Box::new(snapshot.lease())) })
+        Ok(RestoredMemory {
+            memory,
+            pager: None,
+            prepared_bytes: prepared,
+            keep_alive: Some(Box::new(snapshot.lease())),
+        })
     }
 }
 

@@ -262,7 +262,12 @@ impl Handler {
 
 /// Fills `[dst, dst+len)` with `op`; if part of it was already mapped (another fault got
 /// there first), fills the rest page by page and wakes the range.
-fn fill_pages(uffd: &UffdFd, dst: u64, len: usize, mut op: impl FnMut(u64, usize) -> io::Result<Resolved>) -> io::Result<()> {
+fn fill_pages(
+    uffd: &UffdFd,
+    dst: u64,
+    len: usize,
+    mut op: impl FnMut(u64, usize) -> io::Result<Resolved>,
+) -> io::Result<()> {
     if op(dst, len)? == Resolved::AlreadyPresent {
         let page = PAGE_SIZE as usize;
         if len > page {

@@ -219,7 +219,12 @@ impl Vcpu {
 
     /// Runs the guest until its next `ready` or `respond`, serving console writes on the
     /// way (kept in `console`). Stops the guest after `timeout`.
-    pub fn run(&mut self, mem: &GuestMemory, timeout: Duration, console: &mut Console) -> Result<GuestEvent, VcpuError> {
+    pub fn run(
+        &mut self,
+        mem: &GuestMemory,
+        timeout: Duration,
+        console: &mut Console,
+    ) -> Result<GuestEvent, VcpuError> {
         let start = Instant::now();
         let _timer = RunTimer::arm(timeout).map_err(VcpuError::Timer)?;
         loop {
@@ -292,7 +297,8 @@ impl Vcpu {
         }
         let mut words = [0u64; 7];
         for (i, w) in words.iter_mut().enumerate() {
-            let at = regs.rsp.checked_add(8 * i as u64).ok_or(OutOfBounds { addr: regs.rsp, len: 56, size: mem.size() });
+            let at =
+                regs.rsp.checked_add(8 * i as u64).ok_or(OutOfBounds { addr: regs.rsp, len: 56, size: mem.size() });
             match at.and_then(|at| mem.read_u64(at)) {
                 Ok(v) => *w = v,
                 Err(e) => return e.into(),

@@ -29,7 +29,9 @@ pub enum VmError {
     #[error("the VM has no guest memory attached")]
     NoMemory,
     /// Guest memory that would cover KVM's real-mode TSS on this host.
-    #[error("guest memory above {limit:#x} bytes collides with KVM's real-mode TSS on VT-x without unrestricted guest")]
+    #[error(
+        "guest memory above {limit:#x} bytes collides with KVM's real-mode TSS on VT-x without unrestricted guest"
+    )]
     TooLargeForHost {
         /// Largest guest memory this host allows.
         limit: u64,
@@ -55,8 +57,7 @@ impl Vm {
         let fd = hv.kvm().create_vm().map_err(|source| VmError::Kvm { what: "KVM_CREATE_VM", source })?;
         let rmode_tss = hv.needs_rmode_tss();
         if rmode_tss {
-            fd.set_tss_address(KVM_TSS_ADDRESS)
-                .map_err(|source| VmError::Kvm { what: "KVM_SET_TSS_ADDR", source })?;
+            fd.set_tss_address(KVM_TSS_ADDRESS).map_err(|source| VmError::Kvm { what: "KVM_SET_TSS_ADDR", source })?;
         }
         let vcpu_fd = fd.create_vcpu(0).map_err(|source| VmError::Kvm { what: "KVM_CREATE_VCPU", source })?;
         let vcpu = Vcpu::new(hv, vcpu_fd)?;
