@@ -229,16 +229,25 @@ pub fn run(hv: &Hypervisor, config: &BenchConfig) -> Result<String, BenchError> 
         for (c, strat) in configs.iter().zip(&strategies) {
             snapstart_once(c, strat.as_ref())?;
         }
+        // Each SnapStart is paired with a warm invocation run just before it; each round
+        // starts at a different configuration.
+        let n = configs.len().max(1);
         for rep in 0..config.reps {
             progress.set_message(format!("{function}: round {}/{}", rep + 1, config.reps));
-            let sample = warm.invoke(request).map_err(err("warm".into()))?;
-            rows.push(Row::new(function, "warm", "dram", 1, rep, &sample, &expected));
-            progress.inc(1);
-            for (c, strat) in configs.iter().zip(&strategies) {
+            for k in 0..n {
+                let warm_sample = warm.invoke(request).map_err(err("warm".into()))?;
+                let warm_row = Row::new(function, "warm", "dram", 1, rep * n + k, &warm_sample, &expected);
+                let Some((c, strat)) = configs.get((rep + k) % n).zip(strategies.get((rep + k) % n)) else {
+                    rows.push(warm_row);
+                    continue;
+                };
                 let sample = snapstart_once(c, strat.as_ref())?;
-                rows.push(Row::new(function, c.strategy.name(), c.medium, 1, rep, &sample, &expected));
+                let row = Row { paired_warm_ms: warm_row.total_ms, ..Row::new(function, c.strategy.name(), c.medium, 1, rep, &sample, &expected) };
+                rows.push(warm_row);
+                rows.push(row);
                 progress.inc(1);
             }
+            progress.inc(1);
         }
         drop(warm);
     }

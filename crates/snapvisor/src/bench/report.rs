@@ -40,6 +40,8 @@ pub struct Row {
     pub invoke_ms: f64,
     /// Restore + invoke.
     pub total_ms: f64,
+    /// The warm invocation run just before this SnapStart (0 where there is none).
+    pub paired_warm_ms: f64,
     /// Host page faults (minor + major) of the vCPU thread during the invocation.
     pub host_faults: u64,
     /// Of which major.
@@ -92,6 +94,7 @@ impl Row {
             memory_setup_ms: ms(s.restore.memory_setup),
             invoke_ms: ms(s.invoke),
             total_ms: ms(s.total()),
+            paired_warm_ms: 0.0,
             host_faults: s.host_faults.total(),
             host_major_faults: s.host_faults.major,
             kvm_faults: s.kvm.pf_fixed,
@@ -181,7 +184,7 @@ impl Header {
             ("snapshots".to_string(), format!("{} ({})", storage_of(config.data.root()), config.data.root().display())),
             ("pool".to_string(), pool.map_or_else(|| "not used".to_string(), |m| m.to_string())),
             ("guest".to_string(), format!("{} MiB RAM, 1 vCPU", config.mem_size >> 20)),
-            ("method".to_string(), format!("one untimed warm-up per configuration, then {} rounds running every configuration once (interleaved); medians with (min–max)", config.reps)),
+            ("method".to_string(), format!("one untimed warm-up per configuration, then {} rounds in which every configuration runs once, each right after a warm invocation it is paired with (interleaved); medians with (min–max)", config.reps); medians with (min–max)", config.reps)),
         ];
         lines.push((
             "media".to_string(),
@@ -347,9 +350,9 @@ pub fn summary(header: &Header, rows: &[Row], conc: &[ConcurrencyRow]) -> String
         }
     }
 
-    // Paging overhead and the targets. A configuration's overhead is the median, over the
-    // rounds, of its SnapStart minus the warm invocation of the same round: the two ran
-    // seconds apart, so drift of a shared machine cancels out.
+    // Paging overhead and the targets. A configuration's overhead is the median of its
+    // SnapStarts minus the warm invocation run just before each: the two ran a moment
+    // apart, so the slow periods of a shared machine cancel out.
     let median_total = |f: &str, s: &str, m: Option<&str>| {
         groups
             .iter()
@@ -358,19 +361,12 @@ pub fn summary(header: &Header, rows: &[Row], conc: &[ConcurrencyRow]) -> String
             .next()
     };
     let overhead = |f: &str, s: &str, m: &str| -> Option<f64> {
-        let warm: BTreeMap<usize, f64> = groups
-            .iter()
-            .find(|((gf, gs, _), _)| gf == f && gs == "warm")?
-            .1
-            .iter()
-            .map(|r| (r.rep, r.total_ms))
-            .collect();
         let runs = groups.get(&(f.to_string(), s.to_string(), m.to_string()))?;
-        let diffs: Vec<f64> = runs.iter().filter_map(|r| warm.get(&r.rep).map(|w| r.total_ms - w)).collect();
+        let diffs: Vec<f64> =
+            runs.iter().filter(|r| r.paired_warm_ms > 0.0).map(|r| r.total_ms - r.paired_warm_ms).collect();
         (!diffs.is_empty()).then(|| percentile(&diffs, 50.0))
     };
-    let _ =
-        writeln!(md, "\n## Paging overhead: SnapStart − warm invocation of the same round, ms (median over rounds)\n");
+    let _ = writeln!(md, "\n## Paging overhead: SnapStart − the warm invocation run just before it, ms (medians)\n");
     let strategies: Vec<&(String, String)> = configs.iter().filter(|(s, _)| s != "warm").collect();
     table_header(&mut md, strategies.iter().copied());
     for f in &functions {
@@ -486,6 +482,7 @@ mod tests {
             memory_setup_ms: 0.0,
             invoke_ms: total_ms,
             total_ms,
+            paired_warm_ms: 0.0,
             host_faults: 0,
             host_major_faults: 0,
             kvm_faults: 0,
@@ -506,8 +503,8 @@ mod tests {
         let mut rows = Vec::new();
         for (rep, w) in warm.iter().enumerate() {
             rows.push(row("f", "warm", "dram", rep, *w));
-            rows.push(row("f", "pass", "pool", rep, w + 1.0));
-            rows.push(row("f", "lazy", "disk-warm", rep, w + 20.0));
+            rows.push(Row { paired_warm_ms: *w, ..row("f", "pass", "pool", rep, w + 1.0) });
+            rows.push(Row { paired_warm_ms: *w, ..row("f", "lazy", "disk-warm", rep, w + 20.0) });
         }
         let md = summary(&Header { lines: vec![] }, &rows, &[]);
         assert!(md.contains("| f | 1.00 | 20.0 |"), "{md}");
