@@ -242,7 +242,10 @@ pub fn run(hv: &Hypervisor, config: &BenchConfig) -> Result<String, BenchError> 
                     continue;
                 };
                 let sample = snapstart_once(c, strat.as_ref())?;
-                let row = Row { paired_warm_ms: warm_row.total_ms, ..Row::new(function, c.strategy.name(), c.medium, 1, rep, &sample, &expected) };
+                let row = Row {
+                    paired_warm_ms: warm_row.total_ms,
+                    ..Row::new(function, c.strategy.name(), c.medium, 1, rep, &sample, &expected)
+                };
                 rows.push(warm_row);
                 rows.push(row);
                 progress.inc(1);

@@ -184,7 +184,7 @@ impl Header {
             ("snapshots".to_string(), format!("{} ({})", storage_of(config.data.root()), config.data.root().display())),
             ("pool".to_string(), pool.map_or_else(|| "not used".to_string(), |m| m.to_string())),
             ("guest".to_string(), format!("{} MiB RAM, 1 vCPU", config.mem_size >> 20)),
-            ("method".to_string(), format!("one untimed warm-up per configuration, then {} rounds in which every configuration runs once, each right after a warm invocation it is paired with (interleaved); medians with (min–max)", config.reps); medians with (min–max)", config.reps)),
+            ("method".to_string(), format!("one untimed warm-up per configuration, then {} rounds in which every configuration runs once, right after a warm invocation it is paired with; medians with (min–max)", config.reps)),
         ];
         lines.push((
             "media".to_string(),
