@@ -47,6 +47,8 @@ enum Command {
     Run(RunArgs),
     /// Boot a function, run its init, and snapshot it at its ready point.
     Snapshot(SnapshotArgs),
+    /// Record the working sets of the prefetching strategies (reap, faasnap) for a snapshot.
+    Record(RecordArgs),
     /// Restore VMs from a snapshot (SnapStart) and invoke each once.
     Invoke(InvokeArgs),
     /// Manage the persistent-memory pool (PASS).
@@ -104,11 +106,24 @@ struct SnapshotArgs {
 }
 
 #[derive(Args)]
+struct RecordArgs {
+    /// Snapshot directory.
+    #[arg(long)]
+    snapshot: PathBuf,
+    /// Request to record with [default: the function's default request].
+    #[arg(long)]
+    input: Option<String>,
+    /// Stop a guest whose invocation takes longer.
+    #[arg(long, default_value_t = 30_000)]
+    timeout_ms: u64,
+}
+
+#[derive(Args)]
 struct InvokeArgs {
     /// Snapshot directory; for `--strategy pass`, the snapshot id in the pool (a directory's name is used as the id).
     #[arg(long)]
     snapshot: PathBuf,
-    /// How guest memory is restored: lazy, uffd, cached, pass.
+    /// How guest memory is restored: lazy, uffd, reap, faasnap, cached, pass.
     #[arg(long)]
     strategy: String,
     /// Request [default: the function's default request].
@@ -220,7 +235,7 @@ struct BenchArgs {
     /// Functions, comma-separated [default: all built-in].
     #[arg(long, value_delimiter = ',')]
     functions: Vec<String>,
-    /// Strategies, comma-separated [default: lazy,uffd,cached,pass].
+    /// Strategies, comma-separated [default: lazy,uffd,reap,faasnap,cached,pass].
     #[arg(long, value_delimiter = ',')]
     strategies: Vec<String>,
     /// Measured repetitions per configuration.
@@ -288,6 +303,7 @@ fn dispatch(command: Command, data: &DataDir) -> Result<(), AnyError> {
         Command::Functions { json } => functions(json),
         Command::Run(args) => run(args),
         Command::Snapshot(args) => snapshot(args, data),
+        Command::Record(args) => record(args),
         Command::Invoke(args) => invoke(args, data),
         Command::Pool(cmd) => pool(cmd, data),
         Command::Bench(args) => bench(args, data),
@@ -380,6 +396,29 @@ fn snapshot(args: SnapshotArgs, data: &DataDir) -> Result<(), AnyError> {
         mib(manifest.memory.data_pages * 4096),
         manifest.memory.zero_ranges.len(),
         ms(start.elapsed())
+    );
+    Ok(())
+}
+
+fn record(args: RecordArgs) -> Result<(), AnyError> {
+    let hv = Hypervisor::open()?;
+    let snapshot = Snapshot::open(&args.snapshot)?;
+    let function = snapshot.manifest().function.clone();
+    let request = args.input.unwrap_or_else(|| {
+        snapvisor_functions::info(&function).map(|i| i.default_request.to_string()).unwrap_or_default()
+    });
+    let recorded =
+        vmm_restore::record(&hv, &args.snapshot, request.as_bytes(), Duration::from_millis(args.timeout_ms))?;
+    for response in &recorded.responses {
+        runner::digest_of(response)?;
+    }
+    println!(
+        "{}: recorded the working sets of {function}: reap {} pages ({:.1} MiB), faasnap {} pages ({:.1} MiB)",
+        args.snapshot.display(),
+        recorded.reap_pages,
+        mib(recorded.reap_pages * 4096),
+        recorded.faasnap_pages,
+        mib(recorded.faasnap_pages * 4096)
     );
     Ok(())
 }

@@ -165,7 +165,14 @@ fn snapshots_restore_in_another_process_with_every_strategy() {
     assert!(report["p50_ms"].as_f64().unwrap() > 0.0 && report["total_mib"].as_f64().unwrap() > 0.0);
 
     let err = fails(snapvisor(&tmp.0, &["invoke", "--snapshot", s, "--strategy", "reap"]));
-    assert!(err.contains("`reap` is not implemented"), "{err}");
+    assert!(err.contains("no working set recorded for `reap`"), "{err}");
+    let out = ok(snapvisor(&tmp.0, &["record", "--snapshot", s]));
+    assert!(out.contains("recorded the working sets"), "{out}");
+    for strategy in ["reap", "faasnap"] {
+        let report =
+            json(&ok(snapvisor(&tmp.0, &["invoke", "--snapshot", s, "--strategy", strategy, "--cold", "--json"])));
+        assert_eq!(report["vms"][0]["digest"], expected, "{strategy}");
+    }
     let err = fails(snapvisor(&tmp.0, &["invoke", "--snapshot", s, "--strategy", "mmap"]));
     assert!(err.contains("unknown restore strategy `mmap`"), "{err}");
     let err = fails(snapvisor(&tmp.0, &["invoke", "--snapshot", s, "--strategy", "uffd", "--uffd-chunk-kib", "3"]));

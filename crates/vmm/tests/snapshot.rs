@@ -5,11 +5,13 @@
 mod common;
 
 use common::*;
-use snapvisor_vmm::restore::{restore, strategy, SnapshotSource, Strategy, Uffd};
+use snapvisor_vmm::restore::{record, restore, strategy, SnapshotSource, Strategy, Uffd};
+use snapvisor_vmm::snapshot::working_set::{WorkingSet, WorkingSetKind};
 use snapvisor_vmm::snapshot::{Snapshot, SnapshotError};
 use std::path::{Path, PathBuf};
 
-const FILE_STRATEGIES: [Strategy; 3] = [Strategy::Lazy, Strategy::Uffd, Strategy::Cached];
+const FILE_STRATEGIES: [Strategy; 5] =
+    [Strategy::Lazy, Strategy::Uffd, Strategy::Reap, Strategy::Faasnap, Strategy::Cached];
 
 fn restore_and_invoke(
     hv: &snapvisor_vmm::Hypervisor,
@@ -32,6 +34,18 @@ fn restored_vms_answer_like_fresh_ones_with_every_strategy() {
         assert_eq!(manifest.function, info.name);
         assert!(manifest.memory.data_pages > 0 && !manifest.memory.zero_ranges.is_empty());
         let expected = native_digest(info.name, info.default_request);
+        // The prefetching strategies need their working sets first.
+        for s in [Strategy::Reap, Strategy::Faasnap] {
+            assert!(matches!(
+                restore(&hv, &SnapshotSource::Dir(dir.clone()), strategy(s).as_ref()),
+                Err(snapvisor_vmm::Error::Restore(snapvisor_vmm::restore::RestoreError::NoWorkingSet { .. }))
+            ));
+        }
+        let recorded = record(&hv, &dir, info.default_request.as_bytes(), TIMEOUT).expect("record");
+        assert!(recorded.reap_pages > 0 && recorded.faasnap_pages > 0, "{recorded:?}");
+        for response in &recorded.responses {
+            assert_eq!(digest(response), expected);
+        }
         for s in FILE_STRATEGIES {
             assert_eq!(
                 restore_and_invoke(&hv, &dir, strategy(s).as_ref(), info.default_request),
@@ -67,11 +81,44 @@ fn the_memory_image_is_sparse_and_matches_its_digest() {
 }
 
 #[test]
+fn damaged_working_sets_are_refused() {
+    let Some(hv) = hypervisor("damaged_working_sets_are_refused") else { return };
+    let tmp = TempDir::new("ws");
+    let dir = tmp.path().join("json");
+    take_snapshot(&hv, "json", &dir);
+    record(&hv, &dir, request("json").as_bytes(), TIMEOUT).expect("record");
+    let snapshot = Snapshot::open(&dir).unwrap();
+    for kind in [WorkingSetKind::Reap, WorkingSetKind::Faasnap] {
+        let ws = WorkingSet::open(&snapshot, kind, true).expect("a good working set");
+        assert!(ws.pages() > 0);
+        let path = WorkingSet::path(&dir, kind);
+        let good = std::fs::read(&path).unwrap();
+        // A flipped data byte: the checksum catches it.
+        let mut bytes = good.clone();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(matches!(WorkingSet::open(&snapshot, kind, true), Err(SnapshotError::Checksum { .. })));
+        // Truncated: the size check catches it even without verification.
+        std::fs::write(&path, &good[..good.len() - 4096]).unwrap();
+        let err = WorkingSet::open(&snapshot, kind, false).unwrap_err();
+        assert!(matches!(err, SnapshotError::Mismatch { .. }), "{err}");
+        names(&err, kind.file_name());
+        // Swapped kinds are refused.
+        std::fs::write(&path, &good).unwrap();
+    }
+    std::fs::copy(WorkingSet::path(&dir, WorkingSetKind::Reap), WorkingSet::path(&dir, WorkingSetKind::Faasnap))
+        .unwrap();
+    assert!(matches!(WorkingSet::open(&snapshot, WorkingSetKind::Faasnap, false), Err(SnapshotError::Corrupt { .. })));
+}
+
+#[test]
 fn four_concurrent_restores_all_answer_correctly() {
     let Some(hv) = hypervisor("four_concurrent_restores_all_answer_correctly") else { return };
     let tmp = TempDir::new("concurrent");
     let dir = tmp.path().join("json");
     take_snapshot(&hv, "json", &dir);
+    record(&hv, &dir, request("json").as_bytes(), TIMEOUT).expect("record");
     let expected = native_digest("json", request("json"));
     for s in FILE_STRATEGIES {
         let st = strategy(s);

@@ -143,7 +143,7 @@ pub fn run(hv: &Hypervisor, config: &BenchConfig) -> Result<String, BenchError> 
     let mut pool_guard = PoolGuard(None);
     let mut pool: Option<Arc<Pool>> = None;
     for function in &functions {
-        progress.set_message(format!("snapshot {function}"));
+        progress.set_message(format!("snapshot {function} (and record working sets)"));
         take_snapshot(hv, config, function)?;
     }
     if with_pass {
@@ -317,6 +317,7 @@ pub fn run(hv: &Hypervisor, config: &BenchConfig) -> Result<String, BenchError> 
 }
 
 fn take_snapshot(hv: &Hypervisor, config: &BenchConfig, function: &str) -> Result<(), BenchError> {
+    let dir = config.data.snapshot(function);
     let image = snapvisor_guest_images::get(function).ok_or_else(|| BenchError::UnknownFunction(function.into()))?;
     let wrap = |source: snapvisor_vmm::Error| BenchError::Run {
         function: function.into(),
@@ -325,6 +326,19 @@ fn take_snapshot(hv: &Hypervisor, config: &BenchConfig, function: &str) -> Resul
     };
     let (mut vm, _) = snapvisor_vmm::MicroVm::boot(hv, image.elf, config.mem_size).map_err(wrap)?;
     vm.wait_ready(config.timeout).map_err(wrap)?;
-    vm.snapshot(hv, function, image.elf, &config.data.snapshot(function), true).map_err(wrap)?;
+    vm.snapshot(hv, function, image.elf, &dir, true).map_err(wrap)?;
+    drop(vm);
+    // The prefetching strategies record their working sets once, with the default request.
+    if config.strategies.iter().any(|s| matches!(s, Strategy::Reap | Strategy::Faasnap)) {
+        let request = snapvisor_functions::info(function).map(|i| i.default_request).unwrap_or_default();
+        let recorded = snapvisor_vmm::restore::record(hv, &dir, request.as_bytes(), config.timeout).map_err(wrap)?;
+        for response in &recorded.responses {
+            crate::runner::digest_of(response).map_err(|source| BenchError::Run {
+                function: function.into(),
+                what: "record".into(),
+                source,
+            })?;
+        }
+    }
     Ok(())
 }

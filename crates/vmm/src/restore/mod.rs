@@ -10,12 +10,17 @@
 //! |---|---|---|
 //! | `lazy` | `MAP_PRIVATE` of the memory file (Firecracker's File backend, "Vanilla") | kernel reads the page (page cache) |
 //! | `uffd` | anonymous, registered with userfaultfd (Firecracker's Uffd backend) | handler thread copies it from the file (`UFFDIO_COPY`, zero ranges `UFFDIO_ZEROPAGE`) |
+//! | `reap` | like `uffd`, with the recorded working set installed before resume (REAP) | handler thread, for pages outside the set |
+//! | `faasnap` | per region: zero ranges anonymous, the loading set from its own file, the rest from the memory file; background paging (FaaSnap) | the kernel, mostly from pages the background thread already read |
 //! | `cached` | anonymous, the whole image read in before resume ("DRAM-cached") | nothing to load |
 //! | `pass` | the persistent-memory pool's own pages, mapped privately and pre-faulted (see `crate::pool`) | nothing to load; writes copy the page |
 
 mod cached;
+mod faasnap;
 mod lazy;
 pub mod pass;
+mod reap;
+mod record;
 mod uffd;
 
 use crate::machine::MicroVm;
@@ -32,8 +37,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use cached::Cached;
+pub use faasnap::Faasnap;
 pub use lazy::Lazy;
 pub use pass::Pass;
+pub use reap::Reap;
+pub use record::{record, Recorded};
 pub use uffd::{Uffd, DEFAULT_CHUNK};
 
 /// The restore strategies snapvisor knows.
@@ -44,6 +52,10 @@ pub enum Strategy {
     Lazy,
     /// userfaultfd demand paging from the file (Lambda-SnapStart-like).
     Uffd,
+    /// REAP: the recorded working set prefetched eagerly, the rest by userfaultfd.
+    Reap,
+    /// FaaSnap: per-region mappings, loading set paged in by a background thread.
+    Faasnap,
     /// Whole image read into anonymous memory before resume ("DRAM-cached").
     Cached,
     /// PASS: pool pages mapped directly, pre-faulted, zero-copy.
@@ -52,13 +64,16 @@ pub enum Strategy {
 
 impl Strategy {
     /// Every implemented strategy, in benchmark order.
-    pub const ALL: [Strategy; 4] = [Strategy::Lazy, Strategy::Uffd, Strategy::Cached, Strategy::Pass];
+    pub const ALL: [Strategy; 6] =
+        [Strategy::Lazy, Strategy::Uffd, Strategy::Reap, Strategy::Faasnap, Strategy::Cached, Strategy::Pass];
 
     /// Name on the command line.
     pub fn name(self) -> &'static str {
         match self {
             Strategy::Lazy => "lazy",
             Strategy::Uffd => "uffd",
+            Strategy::Reap => "reap",
+            Strategy::Faasnap => "faasnap",
             Strategy::Cached => "cached",
             Strategy::Pass => "pass",
         }
@@ -76,29 +91,16 @@ impl fmt::Display for Strategy {
     }
 }
 
-/// A strategy name that is not implemented or not known.
+/// A strategy name that is not known.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum StrategyParseError {
-    /// Known from the literature, not implemented in this build.
-    #[error("restore strategy `{0}` is not implemented in this build (implemented: lazy, uffd, cached, pass)")]
-    NotImplemented(String),
-    /// Unknown.
-    #[error("unknown restore strategy `{0}` (implemented: lazy, uffd, cached, pass)")]
-    Unknown(String),
-}
+#[error("unknown restore strategy `{0}` (known: lazy, uffd, reap, faasnap, cached, pass)")]
+pub struct StrategyParseError(pub String);
 
 impl FromStr for Strategy {
     type Err = StrategyParseError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "lazy" => Ok(Strategy::Lazy),
-            "uffd" => Ok(Strategy::Uffd),
-            "cached" => Ok(Strategy::Cached),
-            "pass" => Ok(Strategy::Pass),
-            "reap" | "faasnap" => Err(StrategyParseError::NotImplemented(s.into())),
-            _ => Err(StrategyParseError::Unknown(s.into())),
-        }
+        Strategy::ALL.into_iter().find(|k| k.name() == s).ok_or_else(|| StrategyParseError(s.into()))
     }
 }
 
@@ -129,6 +131,14 @@ pub enum RestoreError {
         /// The error.
         #[source]
         source: std::io::Error,
+    },
+    /// A prefetching strategy found no recorded working set.
+    #[error("{}: no working set recorded for `{strategy}` (run `snapvisor record --snapshot DIR` first)", .path.display())]
+    NoWorkingSet {
+        /// Strategy.
+        strategy: Strategy,
+        /// Where it looked.
+        path: PathBuf,
     },
     /// The medium cannot do what the strategy needs.
     #[error("{0}")]
@@ -223,6 +233,10 @@ pub trait Pager: Send {
     fn report(&self) -> PagerReport;
     /// Why it stopped serving faults, if it failed.
     fn failure(&self) -> Option<String>;
+    /// The guest pages (4 KiB indices) it served, if it records them (REAP's record phase).
+    fn recorded_pages(&self) -> Option<Vec<u64>> {
+        None
+    }
 }
 
 /// Where a faulting page's contents come from.
@@ -258,6 +272,8 @@ pub fn strategy(strategy: Strategy) -> Box<dyn MemoryStrategy> {
     match strategy {
         Strategy::Lazy => Box::new(Lazy),
         Strategy::Uffd => Box::new(Uffd::new(DEFAULT_CHUNK)),
+        Strategy::Reap => Box::new(Reap),
+        Strategy::Faasnap => Box::new(Faasnap),
         Strategy::Cached => Box::new(Cached),
         Strategy::Pass => Box::new(Pass::default()),
     }
@@ -345,6 +361,21 @@ pub fn restore(hv: &Hypervisor, source: &SnapshotSource, strategy: &dyn MemorySt
     })
 }
 
+/// The `kind` working set of `snapshot`, or [`RestoreError::NoWorkingSet`].
+pub(crate) fn open_working_set(
+    snapshot: &Snapshot,
+    kind: crate::snapshot::working_set::WorkingSetKind,
+) -> Result<crate::snapshot::working_set::WorkingSet, RestoreError> {
+    use crate::snapshot::working_set::{WorkingSet, WorkingSetKind};
+    match WorkingSet::open(snapshot, kind, false) {
+        Err(SnapshotError::Missing(path)) => Err(RestoreError::NoWorkingSet {
+            strategy: if kind == WorkingSetKind::Reap { Strategy::Reap } else { Strategy::Faasnap },
+            path,
+        }),
+        other => Ok(other?),
+    }
+}
+
 /// The snapshot directory of `snapshot`, or a [`RestoreError::WrongSource`] for `strategy`.
 pub(crate) fn dir_snapshot(strategy: Strategy, snapshot: &OpenedSnapshot) -> Result<&Snapshot, RestoreError> {
     match snapshot {
@@ -365,9 +396,8 @@ mod tests {
     }
 
     #[test]
-    fn unimplemented_and_unknown_strategies_are_errors() {
-        assert_eq!("reap".parse::<Strategy>(), Err(StrategyParseError::NotImplemented("reap".into())));
-        assert_eq!("faasnap".parse::<Strategy>(), Err(StrategyParseError::NotImplemented("faasnap".into())));
-        assert_eq!("mmap".parse::<Strategy>(), Err(StrategyParseError::Unknown("mmap".into())));
+    fn unknown_strategies_are_errors() {
+        assert_eq!("mmap".parse::<Strategy>(), Err(StrategyParseError("mmap".into())));
+        assert_eq!("".parse::<Strategy>(), Err(StrategyParseError(String::new())));
     }
 }

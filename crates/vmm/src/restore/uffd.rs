@@ -30,19 +30,36 @@ pub const DEFAULT_CHUNK: usize = PAGE_SIZE as usize;
 #[derive(Clone, Copy, Debug)]
 pub struct Uffd {
     chunk: usize,
+    record: bool,
 }
 
 impl Uffd {
     /// A `uffd` strategy serving faults in `chunk`-byte pieces (a power of two, 4 KiB..2 MiB).
     pub fn new(chunk: usize) -> Self {
-        Uffd { chunk }
+        Uffd { chunk, record: false }
+    }
+
+    /// A 4 KiB `uffd` strategy whose pager also records the pages it serves (REAP's record
+    /// phase; see [`Pager::recorded_pages`]).
+    pub fn recording() -> Self {
+        Uffd { chunk: DEFAULT_CHUNK, record: true }
     }
 }
 
 /// The memory image of a snapshot directory as a page source.
-struct FileSource {
+pub(crate) struct FileSource {
     file: File,
     zero_ranges: Vec<PageRange>,
+}
+
+impl FileSource {
+    /// The memory file and zero ranges of `snapshot`.
+    pub(crate) fn new(snapshot: &crate::snapshot::Snapshot) -> Result<Self, RestoreError> {
+        Ok(FileSource {
+            file: snapshot.memory_file().try_clone().map_err(mem_err("duplicating the memory file descriptor"))?,
+            zero_ranges: snapshot.manifest().memory.zero_ranges.clone(),
+        })
+    }
 }
 
 impl PageSource for FileSource {
@@ -71,18 +88,21 @@ impl MemoryStrategy for Uffd {
         let size = snapshot.mem_size() as usize;
         let mapping = Mapping::reserve(size).map_err(mem_err("reserving guest address space"))?;
         mapping.map_anonymous(0, size).map_err(mem_err("mapping anonymous guest memory"))?;
-        let uffd = UffdFd::new(0).map_err(mem_err("opening a userfaultfd"))?;
-        uffd.register(mapping.as_ptr(), size, REGISTER_MODE_MISSING)
-            .map_err(mem_err("registering guest memory with userfaultfd"))?;
-        let source = FileSource {
-            file: snapshot.memory_file().try_clone().map_err(mem_err("duplicating the memory file descriptor"))?,
-            zero_ranges: snapshot.manifest().memory.zero_ranges.clone(),
-        };
-        let pager = UffdPager::start(uffd, mapping.as_ptr() as u64, size, self.chunk, Arc::new(source))
+        let uffd = registered_uffd(&mapping)?;
+        let source = FileSource::new(snapshot)?;
+        let pager = UffdPager::start(uffd, mapping.as_ptr() as u64, size, self.chunk, Arc::new(source), self.record)
             .map_err(mem_err("starting the userfaultfd handler"))?;
         let memory = GuestMemory::new(mapping).map_err(mem_err("creating the guest memory view"))?;
         Ok(RestoredMemory { memory, pager: Some(Box::new(pager)), prepared_bytes: 0, keep_alive: None })
     }
+}
+
+/// A userfaultfd with the whole of `mapping` registered for missing-page faults.
+pub(crate) fn registered_uffd(mapping: &Mapping) -> Result<UffdFd, RestoreError> {
+    let uffd = UffdFd::new(0).map_err(mem_err("opening a userfaultfd"))?;
+    uffd.register(mapping.as_ptr(), mapping.len(), REGISTER_MODE_MISSING)
+        .map_err(mem_err("registering guest memory with userfaultfd"))?;
+    Ok(uffd)
 }
 
 #[derive(Default)]
@@ -90,6 +110,8 @@ struct Counters {
     faults: AtomicU64,
     bytes_copied: AtomicU64,
     zero_faults: AtomicU64,
+    /// Guest page indices served, when recording.
+    recorded: Option<Mutex<Vec<u64>>>,
 }
 
 /// A userfaultfd handler thread; stopped and joined on drop.
@@ -112,6 +134,7 @@ impl UffdPager {
         size: usize,
         chunk: usize,
         source: Arc<dyn PageSource>,
+        record: bool,
     ) -> io::Result<Self> {
         let stop = EventFd::new(libc::EFD_NONBLOCK)?;
         let stop_thread = stop.try_clone()?;
@@ -121,7 +144,7 @@ impl UffdPager {
             size,
             chunk,
             source,
-            counters: Arc::new(Counters::default()),
+            counters: Arc::new(Counters { recorded: record.then(Mutex::default), ..Counters::default() }),
             failure: Arc::new(Mutex::new(None)),
         };
         let (counters, failure) = (handler.counters.clone(), handler.failure.clone());
@@ -138,6 +161,10 @@ impl UffdPager {
 impl Pager for UffdPager {
     fn failure(&self) -> Option<String> {
         self.failure.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn recorded_pages(&self) -> Option<Vec<u64>> {
+        self.counters.recorded.as_ref().map(|r| r.lock().unwrap_or_else(|p| p.into_inner()).clone())
     }
 
     fn report(&self) -> PagerReport {
@@ -161,13 +188,14 @@ impl Drop for UffdPager {
 }
 
 /// A page-aligned buffer (UFFDIO_COPY needs a page-aligned source).
-struct AlignedBuf {
+pub(crate) struct AlignedBuf {
     ptr: *mut u8,
     layout: std::alloc::Layout,
 }
 
 impl AlignedBuf {
-    fn new(len: usize) -> Self {
+    pub(crate) fn new(len: usize) -> Self {
+        let len = len.max(PAGE_SIZE as usize);
         let layout = std::alloc::Layout::from_size_align(len, PAGE_SIZE as usize).expect("valid layout");
         // SAFETY: the layout has a non-zero size (chunk >= 4 KiB).
         let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
@@ -177,7 +205,7 @@ impl AlignedBuf {
         AlignedBuf { ptr, layout }
     }
 
-    fn slice(&mut self, len: usize) -> &mut [u8] {
+    pub(crate) fn slice(&mut self, len: usize) -> &mut [u8] {
         // SAFETY: `ptr` owns `layout.size()` bytes and `len` never exceeds it.
         unsafe { std::slice::from_raw_parts_mut(self.ptr, len.min(self.layout.size())) }
     }
@@ -228,6 +256,11 @@ impl Handler {
             while let Some(fault) = self.uffd.read_fault()? {
                 self.counters.faults.fetch_add(1, Ordering::Relaxed);
                 let offset = (fault.address - self.base) as usize & !(self.chunk - 1);
+                if let Some(recorded) = &self.counters.recorded {
+                    let first = offset as u64 / PAGE_SIZE;
+                    let pages = (self.chunk.min(self.size - offset) as u64) / PAGE_SIZE;
+                    recorded.lock().unwrap_or_else(|p| p.into_inner()).extend(first..first + pages);
+                }
                 let len = self.chunk.min(self.size - offset);
                 if let Err(e) = self.serve_fault(offset, len, &mut buf) {
                     tracing::error!("userfaultfd handler could not serve {:#x}: {e}", fault.address);

@@ -5,6 +5,8 @@
 //!   manifest.json   function, memory size, guest layout, memory digest, zero ranges, state CRC
 //!   vmstate.bin     "SNAPVSTA" | format version | body length | postcard(VmState) | CRC-64
 //!   memory.img      guest RAM, sparse: all-zero 4 KiB pages are holes (listed as zero ranges)
+//!   ws.reap         (optional) recorded working sets of the prefetching strategies,
+//!   ws.faasnap      see `working_set`
 //! ```
 //!
 //! [`write`](write::write) builds the directory under a temporary name, fsyncs every file
@@ -14,6 +16,7 @@
 //! consistency between the files) and names the file at fault in its [`SnapshotError`].
 
 mod state_file;
+pub mod working_set;
 pub mod write;
 
 use crate::vstate::vcpu::VcpuState;
@@ -357,28 +360,37 @@ impl Snapshot {
         Ok(())
     }
 
-    /// Reads the snapshot's memory file through the page cache, so that all of it is
-    /// cached ("page cache warm", a well-defined starting state for a restore).
+    /// The snapshot's data files: memory, state, and the working sets that exist.
+    fn data_files(&self) -> Vec<PathBuf> {
+        let mut files = vec![self.memory_path(), self.dir.join(&self.manifest.state.file)];
+        for kind in [working_set::WorkingSetKind::Reap, working_set::WorkingSetKind::Faasnap] {
+            let path = working_set::WorkingSet::path(&self.dir, kind);
+            if path.exists() {
+                files.push(path);
+            }
+        }
+        files
+    }
+
+    /// Reads the snapshot's files through the page cache, so that all of them are cached
+    /// ("page cache warm", a well-defined starting state for a restore).
     pub fn warm_page_cache(&self) -> Result<(), SnapshotError> {
-        use std::os::unix::fs::FileExt;
-        let path = self.memory_path();
+        use std::io::Read;
         let mut buf = vec![0u8; 4 << 20];
-        let mut offset = 0;
-        while offset < self.mem_size() {
-            let n = buf.len().min((self.mem_size() - offset) as usize);
-            self.memory.read_exact_at(&mut buf[..n], offset).map_err(io_err(&path, "read"))?;
-            offset += n as u64;
+        for path in self.data_files() {
+            let mut file = File::open(&path).map_err(io_err(&path, "open"))?;
+            while file.read(&mut buf).map_err(io_err(&path, "read"))? > 0 {}
         }
         Ok(())
     }
 
     /// Drops the snapshot's files from the page cache ("SnapStart from disk").
     pub fn evict_page_cache(&self) -> Result<(), SnapshotError> {
-        let path = self.memory_path();
-        evict(&self.memory).map_err(io_err(&path, "posix_fadvise(DONTNEED)"))?;
-        let state_path = self.dir.join(&self.manifest.state.file);
-        let state = File::open(&state_path).map_err(io_err(&state_path, "open"))?;
-        evict(&state).map_err(io_err(&state_path, "posix_fadvise(DONTNEED)"))
+        for path in self.data_files() {
+            let file = File::open(&path).map_err(io_err(&path, "open"))?;
+            evict(&file).map_err(io_err(&path, "posix_fadvise(DONTNEED)"))?;
+        }
+        Ok(())
     }
 }
 

@@ -1,0 +1,62 @@
+//! `reap`: REAP (ASPLOS'21) — prefetch a recorded working set eagerly, then page on demand.
+//!
+//! `snapvisor record` ran the function once with userfaultfd and kept, in `ws.reap`, the
+//! contents of every page the invocation faulted on, contiguous. A restore reads that file
+//! in one sequential read and installs all its pages with `UFFDIO_COPY` before the vCPU
+//! resumes; pages outside the set are served on demand from `memory.img` by a userfaultfd
+//! handler, as with `uffd`.
+
+use super::uffd::{registered_uffd, AlignedBuf, FileSource, UffdPager, DEFAULT_CHUNK};
+use super::{dir_snapshot, mem_err, MemoryStrategy, OpenedSnapshot, RestoreError, RestoredMemory, Strategy};
+use crate::snapshot::working_set::{WorkingSet, WorkingSetKind};
+use crate::vstate::memory::{GuestMemory, Mapping};
+use snapvisor_abi::PAGE_SIZE;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+/// The `reap` strategy.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Reap;
+
+impl MemoryStrategy for Reap {
+    fn strategy(&self) -> Strategy {
+        Strategy::Reap
+    }
+
+    fn restore_memory(&self, snapshot: &OpenedSnapshot) -> Result<RestoredMemory, RestoreError> {
+        let snapshot = dir_snapshot(Strategy::Reap, snapshot)?;
+        let ws = super::open_working_set(snapshot, WorkingSetKind::Reap)?;
+        let size = snapshot.mem_size() as usize;
+        let mapping = Mapping::reserve(size).map_err(mem_err("reserving guest address space"))?;
+        mapping.map_anonymous(0, size).map_err(mem_err("mapping anonymous guest memory"))?;
+        let uffd = registered_uffd(&mapping)?;
+        // Prefetch: one sequential read of the whole set, then one copy per run.
+        let bytes = (ws.pages() * PAGE_SIZE) as usize;
+        let mut buf = AlignedBuf::new(bytes);
+        let data = buf.slice(bytes);
+        read_set(&ws, data)?;
+        let mut at = 0usize;
+        for run in ws.runs() {
+            let len = (run.count * PAGE_SIZE) as usize;
+            uffd.copy(mapping.as_ptr() as u64 + run.start(), data[at..].as_ptr(), len)
+                .map_err(mem_err("installing the working set (UFFDIO_COPY)"))?;
+            at += len;
+        }
+        drop(buf);
+        let pager = UffdPager::start(
+            uffd,
+            mapping.as_ptr() as u64,
+            size,
+            DEFAULT_CHUNK,
+            Arc::new(FileSource::new(snapshot)?),
+            false,
+        )
+        .map_err(mem_err("starting the userfaultfd handler"))?;
+        let memory = GuestMemory::new(mapping).map_err(mem_err("creating the guest memory view"))?;
+        Ok(RestoredMemory { memory, pager: Some(Box::new(pager)), prepared_bytes: bytes as u64, keep_alive: None })
+    }
+}
+
+fn read_set(ws: &WorkingSet, data: &mut [u8]) -> Result<(), RestoreError> {
+    ws.file().read_exact_at(data, ws.data_offset()).map_err(mem_err("reading the working set"))
+}

@@ -1,0 +1,55 @@
+//! The record phase of the prefetching strategies: run the function once and keep what it
+//! touched, next to the snapshot (`ws.reap`, `ws.faasnap`; see `snapshot::working_set`).
+
+use super::{faasnap, restore, Lazy, SnapshotSource, Uffd};
+use crate::snapshot::working_set::{runs_of, WorkingSet, WorkingSetKind};
+use crate::snapshot::Snapshot;
+use crate::{Error, Hypervisor};
+use std::path::Path;
+use std::time::Duration;
+
+/// What `record` kept.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    /// Pages in REAP's working set (faulted on during the recording invocation).
+    pub reap_pages: u64,
+    /// Pages in FaaSnap's loading set (in the page cache after the recording invocation).
+    pub faasnap_pages: u64,
+    /// The two recording invocations' responses (REAP's, then FaaSnap's).
+    pub responses: [Vec<u8>; 2],
+}
+
+/// Records the working sets of `reap` and `faasnap` for the snapshot in `dir` by invoking
+/// it with `request` once for each:
+/// - REAP: a `uffd` restore that notes every page its handler serves;
+/// - FaaSnap: a `lazy` restore from an evicted page cache, then `mincore` of the memory
+///   file: the pages the kernel read (with its readahead), zero pages excluded.
+pub fn record(hv: &Hypervisor, dir: &Path, request: &[u8], timeout: Duration) -> Result<Recorded, Error> {
+    let source = SnapshotSource::Dir(dir.to_path_buf());
+    let mut vm = restore(hv, &source, &Uffd::recording())?;
+    let reap_response = vm.invoke(request, timeout)?.response;
+    let touched = vm.pager.as_ref().and_then(|p| p.recorded_pages()).unwrap_or_default();
+    drop(vm);
+    let snapshot = Snapshot::open(dir)?;
+    let reap = runs_of(touched);
+    WorkingSet::write(&snapshot, WorkingSetKind::Reap, &reap)?;
+
+    snapshot.evict_page_cache()?;
+    let mut vm = restore(hv, &source, &Lazy)?;
+    let faasnap_response = vm.invoke(request, timeout)?.response;
+    let loading =
+        faasnap::loading_set(snapshot.memory_file(), snapshot.mem_size(), &snapshot.manifest().memory.zero_ranges)
+            .map_err(|source| crate::snapshot::SnapshotError::Io {
+                path: snapshot.memory_path(),
+                what: "mincore",
+                source,
+            })?;
+    drop(vm);
+    let loading = runs_of(loading);
+    WorkingSet::write(&snapshot, WorkingSetKind::Faasnap, &loading)?;
+    Ok(Recorded {
+        reap_pages: reap.iter().map(|r| r.count).sum(),
+        faasnap_pages: loading.iter().map(|r| r.count).sum(),
+        responses: [reap_response, faasnap_response],
+    })
+}
