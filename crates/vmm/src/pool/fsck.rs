@@ -102,7 +102,7 @@ impl Pool {
                 }
             }
         }
-        let digest = format!("xxh3:{:016x}", hasher.digest());
+        let digest = crate::snapshot::digest_string(hasher.digest());
         if digest != entry.memory_digest {
             return Err(format!("memory digest {digest} does not match the recorded {}", entry.memory_digest));
         }

@@ -34,8 +34,7 @@ impl Pool {
             return Err(PoolError::Invalid(format!("memory size {mem_size} is not a multiple of 2 MiB")));
         }
         let chunks = mem_size / EXTENT;
-        // The 2 MiB chunks that are not entirely zero (what `Snapshot::data_chunk_bytes` counts).
-        let data: Vec<u64> = (0..chunks).filter(|c| !snapshot.is_zero(c * EXTENT, EXTENT)).collect();
+        let data = snapshot.data_chunks();
         let meta_count = (state_bytes.len() as u64 + index_bound(chunks)).div_ceil(EXTENT);
 
         let _update = self.lock_updates()?;
@@ -92,7 +91,7 @@ impl Pool {
             }
             progress(chunk + 1, chunks);
         }
-        let digest = format!("xxh3:{:016x}", hasher.digest());
+        let digest = crate::snapshot::digest_string(hasher.digest());
         if digest != snapshot.manifest().memory.digest {
             return Err(SnapshotError::Digest {
                 path: snapshot.memory_path(),

@@ -8,7 +8,7 @@
 
 use super::uffd::{registered_uffd, AlignedBuf, FileSource, UffdPager, DEFAULT_CHUNK};
 use super::{dir_snapshot, mem_err, MemoryStrategy, OpenedSnapshot, RestoreError, RestoredMemory, Strategy};
-use crate::snapshot::working_set::{WorkingSet, WorkingSetKind};
+use crate::snapshot::working_set::WorkingSetKind;
 use crate::vstate::memory::{GuestMemory, Mapping};
 use snapvisor_abi::PAGE_SIZE;
 use std::os::unix::fs::FileExt;
@@ -34,7 +34,7 @@ impl MemoryStrategy for Reap {
         let bytes = (ws.pages() * PAGE_SIZE) as usize;
         let mut buf = AlignedBuf::new(bytes);
         let data = buf.slice(bytes);
-        read_set(&ws, data)?;
+        ws.file().read_exact_at(data, ws.data_offset()).map_err(mem_err("reading the working set"))?;
         let mut at = 0usize;
         for run in ws.runs() {
             let len = (run.count * PAGE_SIZE) as usize;
@@ -55,8 +55,4 @@ impl MemoryStrategy for Reap {
         let memory = GuestMemory::new(mapping).map_err(mem_err("creating the guest memory view"))?;
         Ok(RestoredMemory { memory, pager: Some(Box::new(pager)), prepared_bytes: bytes as u64, keep_alive: None })
     }
-}
-
-fn read_set(ws: &WorkingSet, data: &mut [u8]) -> Result<(), RestoreError> {
-    ws.file().read_exact_at(data, ws.data_offset()).map_err(mem_err("reading the working set"))
 }

@@ -343,11 +343,16 @@ impl Snapshot {
         ranges_cover(&self.manifest.memory.zero_ranges, offset, len)
     }
 
-    /// Bytes of the 2 MiB chunks of guest memory that are not entirely zero (what a pool
+    /// Indices of the 2 MiB chunks of guest memory that are not entirely zero (what a pool
     /// import stores).
-    pub fn data_chunk_bytes(&self) -> u64 {
+    pub fn data_chunks(&self) -> Vec<u64> {
         let chunk = snapvisor_abi::HUGE_PAGE_SIZE;
-        (0..self.mem_size() / chunk).filter(|c| !self.is_zero(c * chunk, chunk)).count() as u64 * chunk
+        (0..self.mem_size() / chunk).filter(|c| !self.is_zero(c * chunk, chunk)).collect()
+    }
+
+    /// Bytes of [`Snapshot::data_chunks`].
+    pub fn data_chunk_bytes(&self) -> u64 {
+        self.data_chunks().len() as u64 * snapvisor_abi::HUGE_PAGE_SIZE
     }
 
     /// Reads the whole memory image and checks it against the manifest's digest.
@@ -445,7 +450,7 @@ pub fn ranges_cover(ranges: &[PageRange], offset: u64, len: u64) -> bool {
 
 /// `xxh3:<hex>` of `bytes`.
 pub fn digest_bytes(bytes: &[u8]) -> String {
-    format!("xxh3:{:016x}", xxhash_rust::xxh3::xxh3_64(bytes))
+    digest_string(xxhash_rust::xxh3::xxh3_64(bytes))
 }
 
 /// `xxh3:<hex>` of the first `len` bytes of `file`.
@@ -460,7 +465,12 @@ pub fn digest_reader(file: &File, len: u64) -> io::Result<String> {
         hasher.update(&buf[..n]);
         offset += n as u64;
     }
-    Ok(format!("xxh3:{:016x}", hasher.digest()))
+    Ok(digest_string(hasher.digest()))
+}
+
+/// The text form of a memory digest (`xxh3:<hex>`), as manifests and pool entries store it.
+pub fn digest_string(xxh3: u64) -> String {
+    format!("xxh3:{xxh3:016x}")
 }
 
 #[cfg(test)]
