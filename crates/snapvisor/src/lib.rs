@@ -1,7 +1,8 @@
-//! The snapvisor command line's library side: measured runs ([`runner`]), the data
-//! directory and its pool ([`data`]), and the benchmark ([`bench`]). `main.rs` is the
-//! command-line surface over them; the integration tests use both.
+//! snapvisor's library side: the node API ([`node`]) that both faces call — the command
+//! line ([`cli`]) and the daemon — and the benchmark ([`bench`]).
 
 pub mod bench;
-pub mod data;
-pub mod runner;
+pub mod cli;
+pub mod node;
+
+pub use node::{data, runner};

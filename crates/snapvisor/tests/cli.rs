@@ -336,3 +336,31 @@ fn the_default_pool_is_set_up_used_and_destroyed_from_the_cli() {
         std::panic::resume_unwind(panic);
     }
 }
+
+#[test]
+fn guest_text_reaches_the_terminal_escaped() {
+    if !kvm("guest_text_reaches_the_terminal_escaped") {
+        return;
+    }
+    let tmp = Tmp::new(&std::env::temp_dir(), "escape");
+    let image = hostile_image();
+    let img = image.to_str().unwrap();
+    // OSC 52 (clipboard write), a title change, a forged error line, a bidi override.
+    let text = "\u{1b}]52;c;aGk=\u{7}\u{1b}]0;pwned\u{7}\r\nerror: forged\u{202e}";
+    let escaped = r"\u{1b}]52;c;aGk=\u{7}\u{1b}]0;pwned\u{7}\r\nerror: forged\u{202e}";
+    let clean = |out: &str| {
+        assert!(!out.contains('\u{1b}') && !out.contains('\u{7}') && !out.contains('\r'), "{out:?}");
+        assert!(!out.lines().any(|l| l.starts_with("error: forged")), "{out}");
+        assert!(out.contains(escaped), "{out}");
+    };
+    // The console line and the response.
+    let out = ok(snapvisor(&tmp.0, &["run", "--image", img, "--input", &format!("say:{text}")]));
+    assert!(out.contains(&format!("[guest] {escaped}")), "{out}");
+    clean(&out);
+    // The abort message, in the error.
+    clean(&fails(snapvisor(&tmp.0, &["run", "--image", img, "--input", &format!("die:{text}")])));
+    // In JSON the encoder escapes it, and the text survives exactly.
+    let report = json(&ok(snapvisor(&tmp.0, &["run", "--image", img, "--input", &format!("say:{text}"), "--json"])));
+    assert_eq!(report["response"], text);
+    let _ = std::fs::remove_file(image);
+}

@@ -6,7 +6,8 @@
 //! `unknown-port`, `in-port`, `fake-exception`, `forge-exception` (grant itself the
 //! exception port and run a stub's `out` at CPL3 with a wild stack pointer), `spam` (print
 //! 4 MiB to the console, then answer), `scribble` (overwrite the buffer, answer its digest),
-//! `sum` (answer a checksum of the buffer).
+//! `sum` (answer a checksum of the buffer), `say:TEXT` (print TEXT to the console and answer
+//! it, raw), `die:TEXT` (abort with TEXT as the message).
 #![no_std]
 #![no_main]
 
@@ -42,6 +43,14 @@ fn recurse(depth: u64) -> u64 {
 }
 
 fn handle(buffer: &mut [u8], request: &[u8]) -> Vec<u8> {
+    if let Some(text) = request.strip_prefix(b"say:") {
+        let text = core::str::from_utf8(text).unwrap_or("(not UTF-8)");
+        snapvisor_runtime::println!("{text}");
+        return text.as_bytes().to_vec();
+    }
+    if let Some(text) = request.strip_prefix(b"die:") {
+        snapvisor_runtime::hypercall::abort_with(format_args!("{}", core::str::from_utf8(text).unwrap_or("?")));
+    }
     match request {
         b"echo" => request.to_vec(),
         b"hello" => {

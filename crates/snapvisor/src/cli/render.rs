@@ -1,0 +1,121 @@
+//! What the command line prints: guest and file text made safe for a terminal, and JSON
+//! reports whose rendering is bounded.
+//!
+//! Guest responses, console lines, abort messages and names read from a pool are untrusted:
+//! a control character could move the cursor, set the window title, write the clipboard
+//! (OSC 52) or forge an `error:` line. Everything human-readable goes through [`escape`];
+//! JSON output is escaped by the JSON encoder itself.
+
+use serde::Serialize;
+use std::borrow::Cow;
+use std::io::Write;
+
+/// Most bytes of a guest response shown in human-readable output.
+pub const RESPONSE_SHOWN: usize = 64 << 10;
+
+/// `text` with every control, format and bidirectional-override character replaced by a
+/// visible escape (`\n`, `\u{1b}`, ...); text without any is returned as it is.
+pub fn escape(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(needs_escape) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if needs_escape(c) => out.extend(c.escape_unicode()),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(c,
+            '\u{00ad}' | '\u{061c}' | '\u{180e}' | '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}'
+            | '\u{2060}'..='\u{2069}' | '\u{feff}' | '\u{fff9}'..='\u{fffb}')
+}
+
+/// Bytes from a guest as escaped text, at most `limit` bytes of it, with a note on the rest.
+pub fn guest_text(bytes: &[u8], limit: usize) -> String {
+    let shown = &bytes[..bytes.len().min(limit)];
+    let mut text = escape(&String::from_utf8_lossy(shown)).into_owned();
+    if bytes.len() > limit {
+        text.push_str(&format!(" … ({} more bytes)", bytes.len() - limit));
+    }
+    text
+}
+
+/// A writer that fails once more than `limit` bytes went into it.
+struct Capped {
+    buf: Vec<u8>,
+    limit: usize,
+}
+
+impl Write for Capped {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        if self.buf.len() + b.len() > self.limit {
+            return Err(std::io::Error::other("rendering limit"));
+        }
+        self.buf.extend_from_slice(b);
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `value` as JSON: pretty-printed when that stays within a few times its compact size
+/// (deeply nested guest output can make indentation grow without bound), compact otherwise.
+pub fn json(value: &impl Serialize) -> Result<String, serde_json::Error> {
+    let compact = serde_json::to_string(value)?;
+    let mut pretty = Capped { buf: Vec::new(), limit: 2 * compact.len() + (64 << 10) };
+    if serde_json::to_writer_pretty(&mut pretty, value).is_ok() {
+        if let Ok(text) = String::from_utf8(pretty.buf) {
+            return Ok(text);
+        }
+    }
+    Ok(compact)
+}
+
+/// Prints `value` as JSON on stdout.
+pub fn print_json(value: &impl Serialize) -> Result<(), serde_json::Error> {
+    println!("{}", json(value)?);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terminal_controls_are_made_visible() {
+        assert_eq!(escape("plain text, ünïcode"), "plain text, ünïcode");
+        assert_eq!(escape("a\nerror: forged"), "a\\nerror: forged");
+        assert_eq!(escape("\u{1b}]52;c;aGk=\u{7}"), "\\u{1b}]52;c;aGk=\\u{7}");
+        assert_eq!(escape("x\r\u{9b}y"), "x\\r\\u{9b}y");
+        assert_eq!(escape("abc\u{202e}cba"), "abc\\u{202e}cba");
+    }
+
+    #[test]
+    fn long_guest_text_is_cut_with_a_note() {
+        assert_eq!(guest_text(b"abcdef", 3), "abc … (3 more bytes)");
+        assert_eq!(guest_text(b"ab\x1b", 10), "ab\\u{1b}");
+    }
+
+    #[test]
+    fn deeply_nested_json_is_not_pretty_printed_without_bound() {
+        // 2,000 zeros 120 arrays deep: ~4 KB compact, ~0.5 MB indented.
+        let mut value = serde_json::Value::Array(vec![serde_json::json!(0); 2000]);
+        for _ in 0..120 {
+            value = serde_json::json!([value]);
+        }
+        let small = json(&serde_json::json!({"a": [1, 2]})).unwrap();
+        assert!(small.contains('\n'), "small values are pretty-printed");
+        assert_eq!(json(&value).unwrap(), serde_json::to_string(&value).unwrap());
+    }
+}

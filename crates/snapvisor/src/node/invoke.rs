@@ -1,0 +1,139 @@
+//! Invocations: a fresh VM (boot, init, one request), and SnapStarts — N VMs restored
+//! from one snapshot with one strategy, each serving one request — with their reports.
+
+use super::functions::{Image, Input};
+use super::runner::{self, FreshRun};
+use super::{Node, NodeError};
+use crate::bench::report::{ConcurrencyRow, Row};
+use serde::Serialize;
+use snapvisor_vmm::restore::{self, MemoryStrategy, SnapshotSource, Strategy};
+use snapvisor_vmm::snapshot::Snapshot;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where a SnapStart's snapshot is.
+#[derive(Clone, Debug)]
+pub enum SnapshotRef {
+    /// A snapshot directory (lazy, uffd, reap, faasnap, cached).
+    Dir(PathBuf),
+    /// A snapshot in a pool, by id (pass).
+    Pool {
+        /// The pool [default: the data directory's].
+        pool: Option<PathBuf>,
+        /// Snapshot id.
+        id: String,
+    },
+}
+
+/// A SnapStart request.
+#[derive(Clone, Debug)]
+pub struct InvokeSpec {
+    /// The snapshot.
+    pub snapshot: SnapshotRef,
+    /// How guest memory comes back.
+    pub strategy: Strategy,
+    /// The request.
+    pub input: Input,
+    /// VMs restored and invoked at once.
+    pub concurrency: usize,
+    /// Evict the snapshot's files from the page cache first.
+    pub cold: bool,
+    /// Bytes per userfaultfd fault for `uffd` (4 KiB..2 MiB, a power of two).
+    pub uffd_chunk: usize,
+    /// Longest one invocation may take.
+    pub timeout: Duration,
+}
+
+/// What a SnapStart of N VMs did.
+#[derive(Debug, Serialize)]
+pub struct InvokeReport {
+    /// Function the snapshot was taken of.
+    pub function: String,
+    /// Strategy.
+    pub strategy: &'static str,
+    /// Where the snapshot was read from (`disk-warm`, `disk-cold`, or the pool's medium).
+    pub medium: String,
+    /// VMs at once.
+    pub concurrency: usize,
+    /// Median SnapStart (restore + invocation).
+    pub p50_ms: f64,
+    /// 99th percentile SnapStart.
+    pub p99_ms: f64,
+    /// Host memory of all VMs' guest RAM: private pages summed, shared pages once.
+    pub total_mib: f64,
+    /// The first VM's response (all VMs answered the same).
+    #[serde(skip)]
+    pub response: Vec<u8>,
+    /// One row per VM.
+    pub vms: Vec<Row>,
+}
+
+impl Node {
+    /// Boots `image` in a fresh VM, runs its init and invokes it once with `input`.
+    pub fn run(&self, image: &Image, input: &Input, mem_size: u64, timeout: Duration) -> Result<FreshRun, NodeError> {
+        let request = input.request(&image.name)?;
+        Ok(runner::fresh_run(self.hypervisor()?, &image.elf, mem_size, &request, timeout)?)
+    }
+
+    /// Restores `spec.concurrency` VMs at once and invokes each with the request.
+    pub fn invoke(&self, spec: &InvokeSpec) -> Result<InvokeReport, NodeError> {
+        let (source, function, medium) = match &spec.snapshot {
+            SnapshotRef::Pool { pool, id } => {
+                if !spec.strategy.uses_pool() {
+                    return Err(NodeError::Invalid(format!(
+                        "strategy `{}` restores from a snapshot directory, not from the pool",
+                        spec.strategy
+                    )));
+                }
+                if spec.cold {
+                    return Err(NodeError::Invalid(
+                        "--cold evicts snapshot files from the page cache; a pool has none (pass reads the pool's memory directly)".into(),
+                    ));
+                }
+                let pool = self.open_pool(pool.as_deref())?;
+                let function = pool.open_snapshot(id)?.function().to_string();
+                let medium = pool.medium().short().to_string();
+                (SnapshotSource::Pool { pool, id: id.clone() }, function, medium)
+            }
+            SnapshotRef::Dir(dir) => {
+                if spec.strategy.uses_pool() {
+                    return Err(NodeError::Invalid(format!(
+                        "strategy `{}` restores from the pool: import the snapshot and give its id",
+                        spec.strategy
+                    )));
+                }
+                let snapshot = Snapshot::open(dir)?;
+                if spec.cold {
+                    snapshot.evict_page_cache()?;
+                }
+                let medium = crate::bench::disk_medium(spec.cold).to_string();
+                (SnapshotSource::Dir(dir.clone()), snapshot.manifest().function.clone(), medium)
+            }
+        };
+        let strategy: Box<dyn MemoryStrategy> = match spec.strategy {
+            Strategy::Uffd => Box::new(restore::Uffd::new(spec.uffd_chunk)),
+            other => restore::strategy(other),
+        };
+        let request = spec.input.request(&function)?;
+        let n = spec.concurrency.max(1);
+        let samples = runner::snapstart(self.hypervisor()?, &source, strategy.as_ref(), &request, n, spec.timeout)?;
+        let expected = samples[0].digest.clone();
+        if samples.iter().any(|s| s.digest != expected) {
+            return Err(NodeError::Inconsistent);
+        }
+        let name = spec.strategy.name();
+        let vms: Vec<Row> = samples.iter().map(|s| Row::new(&function, name, &medium, n, 0, s, &expected)).collect();
+        let summary = ConcurrencyRow::new(&function, name, &medium, n, &samples);
+        Ok(InvokeReport {
+            function,
+            strategy: name,
+            medium,
+            concurrency: n,
+            p50_ms: summary.p50_ms,
+            p99_ms: summary.p99_ms,
+            total_mib: summary.total_mib,
+            response: samples.into_iter().next().map(|s| s.response).unwrap_or_default(),
+            vms,
+        })
+    }
+}

@@ -1,0 +1,64 @@
+//! The node: snapvisor's library API, the one both faces call — the command line
+//! (`crate::cli`) and the daemon. It owns the hypervisor handle and the data directory, and
+//! turns a request (boot this image, snapshot it, restore that snapshot N times with this
+//! strategy, import it into the pool, ...) into VMM calls and a serialisable report.
+//!
+//! - [`functions`]: guest images (built-in or the user's own ELF) and the requests they get.
+//! - [`snapshots`]: taking snapshots and recording working sets.
+//! - [`invoke`]: fresh runs and SnapStarts (N VMs at once), with their reports.
+//! - [`pool`]: the persistent-memory pool (init, import, ls, rm, fsck, destroy).
+//! - [`runner`]: the measured operations underneath (shared with the benchmark).
+//! - [`data`]: where files live (the data directory and its emulated pool).
+
+pub mod data;
+mod error;
+pub mod functions;
+pub mod invoke;
+pub mod pool;
+pub mod runner;
+pub mod snapshots;
+
+pub use error::{ErrorKind, NodeError};
+
+use data::DataDir;
+use snapvisor_vmm::Hypervisor;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// Default guest memory of a VM, MiB.
+pub const DEFAULT_MEM_MIB: u64 = 256;
+/// Default time a guest may take for its init or one invocation.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One machine's snapvisor: the hypervisor and the data directory.
+pub struct Node {
+    hv: OnceLock<Hypervisor>,
+    data: DataDir,
+}
+
+impl Node {
+    /// A node keeping its files in `data`. `/dev/kvm` is opened (and checked) by the
+    /// first operation that runs a VM, so pool maintenance works without it.
+    pub fn new(data: DataDir) -> Self {
+        Node { hv: OnceLock::new(), data }
+    }
+
+    /// The hypervisor, opened and checked on first use.
+    pub fn hypervisor(&self) -> Result<&Hypervisor, NodeError> {
+        if let Some(hv) = self.hv.get() {
+            return Ok(hv);
+        }
+        let hv = Hypervisor::open().map_err(snapvisor_vmm::Error::from)?;
+        Ok(self.hv.get_or_init(|| hv))
+    }
+
+    /// The data directory.
+    pub fn data(&self) -> &DataDir {
+        &self.data
+    }
+}
+
+/// Guest memory bytes for `mib` MiB, or an error if the number does not fit.
+pub fn mem_size(mib: u64) -> Result<u64, NodeError> {
+    mib.checked_mul(1 << 20).ok_or_else(|| NodeError::Invalid(format!("{mib} MiB of guest memory is out of range")))
+}
