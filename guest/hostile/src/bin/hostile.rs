@@ -15,14 +15,14 @@ extern crate alloc;
 use alloc::format;
 use alloc::vec::Vec;
 use snapvisor_abi::{layout, mailbox, port};
-use snapvisor_runtime::hypercall::out;
+use snapvisor_sdk::hypercall::out;
 
-snapvisor_runtime::entry!(main);
+snapvisor_sdk::entry!(main);
 
 const BUFFER: usize = 8 << 20;
 
 fn main() -> ! {
-    snapvisor_runtime::serve(init, |buffer: &mut Vec<u8>, request: &[u8]| handle(buffer, request))
+    snapvisor_sdk::serve(init, |buffer: &mut Vec<u8>, request: &[u8]| handle(buffer, request))
 }
 
 fn init() -> Vec<u8> {
@@ -45,7 +45,7 @@ fn handle(buffer: &mut [u8], request: &[u8]) -> Vec<u8> {
     match request {
         b"echo" => request.to_vec(),
         b"hello" => {
-            snapvisor_runtime::println!("hello from the guest");
+            snapvisor_sdk::println!("hello from the guest");
             request.to_vec()
         }
         b"loop" => loop {
@@ -103,7 +103,7 @@ fn handle(buffer: &mut [u8], request: &[u8]) -> Vec<u8> {
             let line = [b'x'; 65536];
             let text = core::str::from_utf8(&line).unwrap_or_default();
             for _ in 0..64 {
-                snapvisor_runtime::println!("{text}");
+                snapvisor_sdk::println!("{text}");
             }
             request.to_vec()
         }
