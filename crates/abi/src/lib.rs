@@ -1,7 +1,7 @@
 //! The contract between the snapvisor VMM and its kernel-less guests.
 //!
 //! This crate is `no_std` and has no dependencies: the host (`snapvisor-vmm`) and every
-//! guest (`guest/runtime`) compile the same constants, so the two sides cannot drift.
+//! guest (through `guest/sdk`) compile the same constants, so the two sides cannot drift.
 //! `docs/guest-abi.md` is the prose version of this file; change both together.
 //!
 //! The guest runs in 64-bit mode at CPL3 with an identity map (guest virtual ==

@@ -2,72 +2,12 @@
 //! computation, non-zero exits with clear messages for every failure, snapshots that
 //! survive being killed half-way, and pool imports that survive a crash at any point.
 
-use std::io::Write;
+mod common;
+
+use common::*;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
-
-fn kvm(test: &str) -> bool {
-    let present = Path::new("/dev/kvm").exists();
-    if !present {
-        let _ = writeln!(std::io::stderr(), "skipped: no /dev/kvm ({test})");
-    }
-    present
-}
-
-fn root(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let is_root = unsafe { libc::geteuid() } == 0;
-    if !is_root {
-        let _ = writeln!(std::io::stderr(), "skipped: needs root ({test})");
-    }
-    is_root
-}
-
-struct Tmp(PathBuf);
-
-impl Tmp {
-    fn new(parent: &Path, tag: &str) -> Self {
-        let dir = parent.join(format!("snapvisor-cli-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Tmp(dir)
-    }
-}
-
-impl Drop for Tmp {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn snapvisor(data: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_snapvisor"))
-        .arg("--data-dir")
-        .arg(data)
-        .args(args)
-        .output()
-        .expect("run snapvisor")
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn fails(out: Output) -> String {
-    assert!(!out.status.success(), "succeeded unexpectedly: {}", String::from_utf8_lossy(&out.stdout));
-    String::from_utf8(out.stderr).unwrap()
-}
-
-fn json(text: &str) -> serde_json::Value {
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-}
 
 fn native_digest(function: &str) -> String {
     let info = snapvisor_functions::info(function).unwrap();
@@ -127,7 +67,7 @@ fn failures_exit_non_zero_with_a_clear_message() {
     assert!(err.contains("no built-in function `nope`"), "{err}");
     let err = fails(snapvisor(&tmp.0, &["run", "--function", "json", "--mem-mib", "3"]));
     assert!(err.contains("memory size"), "{err}");
-    let err = fails(snapvisor(&tmp.0, &["run", "--function", "json", "--input", "{\"size\":1,\"seed\":-1}"]));
+    let err = fails(snapvisor(&tmp.0, &["run", "--function", "json", "--input", "{\"unterminated\":"]));
     assert!(err.contains("function reported an error"), "{err}");
     let _ = std::fs::remove_file(image);
 }
