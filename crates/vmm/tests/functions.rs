@@ -7,7 +7,7 @@
 mod common;
 
 use common::*;
-use snapvisor_functions::catalog::INPUT_NAMES;
+use snapvisor_functions::catalog::{INPUT_NAMES, MEASURE_INPUT, RECORD_INPUT};
 use snapvisor_functions::{native, Info, Native, RequestKind, CATALOG};
 use snapvisor_vmm::pool::Pool;
 use snapvisor_vmm::restore::{record, restore, strategy, SnapshotSource, Strategy};
@@ -79,13 +79,13 @@ fn every_function_restores_with_every_strategy_like_the_host() {
     let snaps = TempDir::new("functions-snaps");
     let shm = TempDir::new_in(Path::new("/dev/shm"), "functions-pool");
     let pool_path = shm.path().join("pool");
-    Pool::create(&pool_path, 1 << 30).expect("create pool");
+    Pool::create(&pool_path, 2 << 30).expect("create pool");
     let pool = Pool::open(&pool_path).expect("open pool");
-    // The smallest inputs keep this within the test budget: record with 1, measure with 2.
-    let (recorded_with, measured_with) = ("1", "2");
+    // The paper's two-input runs: record the working sets with A, measure with B.
+    let (recorded_with, measured_with) = (RECORD_INPUT, MEASURE_INPUT);
     for info in CATALOG {
         let dir = snaps.path().join(info.name);
-        snapshot(&hv, info.name, MEM, &dir);
+        snapshot(&hv, info.name, mem_for(info), &dir);
         let record_request = info.input(recorded_with).expect("input").request;
         let request = info.input(measured_with).expect("input").request;
         let mut host = native(info.name).expect("native runner");
