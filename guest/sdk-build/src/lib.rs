@@ -1,10 +1,8 @@
 //! The link setup of a snapvisor guest function, for its build script:
 //!
 //! ```no_run
-//! // build.rs
-//! fn main() {
-//!     snapvisor_sdk_build::configure();
-//! }
+//! // In the guest's build.rs, as the whole of its `fn main()`:
+//! snapvisor_sdk_build::configure();
 //! ```
 //!
 //! [`configure`] writes the linker script (generated from the ABI's image base, so it
