@@ -8,8 +8,23 @@ use std::env;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Binaries of the guest workspace: (image name, is a built-in function).
-const IMAGES: &[(&str, bool)] = &[("json", true), ("compression", true), ("recognition", true), ("hostile", false)];
+/// Binaries of the guest workspace: (image name, is a built-in function). The functions
+/// are those of `snapvisor_functions::CATALOG`, in its order.
+const IMAGES: &[(&str, bool)] = &[
+    ("hello", true),
+    ("json", true),
+    ("compression", true),
+    ("pyaes", true),
+    ("image", true),
+    ("chameleon", true),
+    ("matmul", true),
+    ("pagerank", true),
+    ("video", true),
+    ("recognition", true),
+    ("read-list", true),
+    ("mmap", true),
+    ("hostile", false),
+];
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
@@ -22,13 +37,15 @@ fn main() {
     for watched in [
         "guest/Cargo.toml",
         "guest/Cargo.lock",
-        "guest/link.ld",
+        "guest/.cargo",
         "guest/build.rs",
-        "guest/runtime",
+        "guest/sdk",
+        "guest/sdk-build",
         "guest/functions",
         "guest/hostile",
         "crates/abi",
-        "crates/functions",
+        "crates/functions/Cargo.toml",
+        "crates/functions/src",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }

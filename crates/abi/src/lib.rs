@@ -1,7 +1,7 @@
 //! The contract between the snapvisor VMM and its kernel-less guests.
 //!
 //! This crate is `no_std` and has no dependencies: the host (`snapvisor-vmm`) and every
-//! guest (`guest/runtime`) compile the same constants, so the two sides cannot drift.
+//! guest (through `guest/sdk`) compile the same constants, so the two sides cannot drift.
 //! `docs/guest-abi.md` is the prose version of this file; change both together.
 //!
 //! The guest runs in 64-bit mode at CPL3 with an identity map (guest virtual ==
@@ -10,7 +10,10 @@
 #![no_std]
 
 /// Version of this ABI. The VMM refuses snapshots taken under another version.
-pub const ABI_VERSION: u32 = 1;
+///
+/// Version 2 enlarged the mailbox to 14 MiB (a 12 MiB request area, a 1.5 MiB response
+/// area) and moved the image base to 16 MiB.
+pub const ABI_VERSION: u32 = 2;
 
 /// Bytes in a small page.
 pub const PAGE_SIZE: u64 = 0x1000;
@@ -30,8 +33,8 @@ pub const HUGE_PAGE_SIZE: u64 = 0x20_0000;
 /// 0x0001_c000  exception (CPL0) stack, 16 KiB, top at 0x2_0000
 /// 0x000f_f000  stack guard page (not present)
 /// 0x0010_0000  stack, 1 MiB, top at 0x20_0000
-/// 0x0020_0000  mailbox, 2 MiB
-/// 0x0040_0000  guest image (ELF PT_LOAD segments)
+/// 0x0020_0000  mailbox, 14 MiB (header, message, response; the request area from 0x40_0000)
+/// 0x0100_0000  guest image (ELF PT_LOAD segments)
 /// image end, rounded up to 2 MiB .. memory end: heap
 /// ```
 pub mod layout {
@@ -77,12 +80,12 @@ pub mod layout {
     pub const LOW_END: u64 = HUGE_PAGE_SIZE;
     /// Shared mailbox between VMM and guest.
     pub const MAILBOX: u64 = 0x20_0000;
-    /// Size of the mailbox.
-    pub const MAILBOX_SIZE: u64 = HUGE_PAGE_SIZE;
-    /// Lowest address a guest image segment may use.
-    pub const IMAGE_BASE: u64 = 0x40_0000;
+    /// Size of the mailbox (7 large pages).
+    pub const MAILBOX_SIZE: u64 = 7 * HUGE_PAGE_SIZE;
+    /// Lowest address a guest image segment may use (16 MiB).
+    pub const IMAGE_BASE: u64 = 0x100_0000;
     /// Smallest guest memory the layout supports (room for an image and a heap).
-    pub const MIN_MEM_SIZE: u64 = 16 << 20;
+    pub const MIN_MEM_SIZE: u64 = 32 << 20;
 
     /// Start of the heap for an image whose segments end at `image_end`.
     pub const fn heap_start(image_end: u64) -> u64 {
@@ -91,21 +94,25 @@ pub mod layout {
 }
 
 /// Offsets inside the mailbox (relative to [`layout::MAILBOX`]).
+///
+/// The small areas come first, in the mailbox's first large page; the request area fills
+/// the other six, so a request lands on whole 2 MiB pages and the guest reads it in place.
 pub mod mailbox {
     /// [`MailboxHeader`](super::MailboxHeader) at the start of the mailbox.
     pub const HEADER: u64 = 0;
-    /// Request bytes written by the VMM before it resumes a ready guest.
-    pub const REQUEST: u64 = 0x1000;
-    /// Capacity of the request area.
-    pub const REQUEST_MAX: u64 = 0x10_0000 - REQUEST;
-    /// Response bytes written by the guest before `out RESPOND`.
-    pub const RESPONSE: u64 = 0x10_0000;
-    /// Capacity of the response area.
-    pub const RESPONSE_MAX: u64 = 0x8_0000;
     /// Console text or abort message written by the guest before `out CONSOLE` / `out ABORT`.
-    pub const MESSAGE: u64 = 0x18_0000;
-    /// Capacity of the message area.
-    pub const MESSAGE_MAX: u64 = 0x8_0000;
+    pub const MESSAGE: u64 = 0x1000;
+    /// Capacity of the message area (508 KiB).
+    pub const MESSAGE_MAX: u64 = 0x8_0000 - MESSAGE;
+    /// Response bytes written by the guest before `out RESPOND`.
+    pub const RESPONSE: u64 = 0x8_0000;
+    /// Capacity of the response area (1.5 MiB).
+    pub const RESPONSE_MAX: u64 = 0x18_0000;
+    /// Request bytes written by the VMM before it resumes a ready guest.
+    pub const REQUEST: u64 = 0x20_0000;
+    /// Capacity of the request area (12 MiB): the largest request the VMM delivers. A
+    /// larger one is refused before anything is written, never truncated.
+    pub const REQUEST_MAX: u64 = 0xc0_0000;
 }
 
 /// I/O ports of the hypercalls. The 32-bit value written with `out dx, eax` is the argument.
@@ -244,10 +251,20 @@ const _: () = {
     assert!(
         STACK_TOP <= LOW_END && MAILBOX.is_multiple_of(HUGE_PAGE_SIZE) && IMAGE_BASE.is_multiple_of(HUGE_PAGE_SIZE)
     );
-    assert!(core::mem::size_of::<MailboxHeader>() as u64 <= mailbox::REQUEST);
-    assert!(mailbox::REQUEST + mailbox::REQUEST_MAX == mailbox::RESPONSE);
-    assert!(mailbox::RESPONSE + mailbox::RESPONSE_MAX == mailbox::MESSAGE);
-    assert!(mailbox::MESSAGE + mailbox::MESSAGE_MAX == layout::MAILBOX_SIZE);
+    // The mailbox's areas: header, message, response, request, in order, back to back.
+    assert!(core::mem::size_of::<MailboxHeader>() as u64 <= mailbox::MESSAGE);
+    assert!(mailbox::MESSAGE + mailbox::MESSAGE_MAX == mailbox::RESPONSE);
+    assert!(mailbox::RESPONSE + mailbox::RESPONSE_MAX == mailbox::REQUEST);
+    assert!(mailbox::REQUEST + mailbox::REQUEST_MAX == layout::MAILBOX_SIZE);
+    // The request area is whole large pages; the limits the docs promise.
+    assert!((MAILBOX + mailbox::REQUEST).is_multiple_of(HUGE_PAGE_SIZE));
+    assert!(mailbox::REQUEST_MAX >= 8 << 20 && mailbox::REQUEST_MAX <= 16 << 20);
+    assert!(mailbox::RESPONSE_MAX >= 1 << 20);
+    // Lengths travel in 32-bit hypercall arguments and header fields.
+    assert!(mailbox::REQUEST_MAX <= u32::MAX as u64);
+    assert!(mailbox::RESPONSE_MAX <= u32::MAX as u64);
+    // The smallest guest still has room above the image base for an image and a heap.
+    assert!(MIN_MEM_SIZE >= IMAGE_BASE + 2 * HUGE_PAGE_SIZE);
 };
 
 #[cfg(test)]
@@ -256,9 +273,9 @@ mod tests {
 
     #[test]
     fn heap_start_rounds_up_to_a_huge_page() {
-        assert_eq!(layout::heap_start(0x40_0001), 0x60_0000);
-        assert_eq!(layout::heap_start(0x60_0000), 0x60_0000);
-        assert_eq!(layout::heap_start(0x5f_ffff), 0x60_0000);
+        assert_eq!(layout::heap_start(0x100_0001), 0x120_0000);
+        assert_eq!(layout::heap_start(0x120_0000), 0x120_0000);
+        assert_eq!(layout::heap_start(0x11f_ffff), 0x120_0000);
     }
 
     #[test]

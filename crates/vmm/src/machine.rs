@@ -169,6 +169,11 @@ impl MicroVm {
     }
 
     /// Hands `request` to the ready guest and runs it until it responds.
+    ///
+    /// The request is written whole into the mailbox's request area, where the guest reads
+    /// it in place. One longer than the area (`mailbox::REQUEST_MAX`, 12 MiB) is refused
+    /// with [`Error::RequestTooLarge`] before anything is written: never truncated, and the
+    /// VM stays ready.
     pub fn invoke(&mut self, request: &[u8], timeout: Duration) -> Result<Invocation, Error> {
         self.require(Phase::Ready)?;
         if request.len() as u64 > mailbox::REQUEST_MAX {

@@ -46,7 +46,7 @@ fn pass_restores_answer_like_fresh_vms() {
     let snaps = TempDir::new("pass-snaps");
     let shm = TempDir::new_in(Path::new("/dev/shm"), "pass-pool");
     let pool = shm_pool(&shm, 512 << 20);
-    for info in snapvisor_functions::CATALOG {
+    for info in sample_functions() {
         let dir = snaps.path().join(info.name);
         take_snapshot(&hv, info.name, &dir);
         let entry = pool.import(&dir, info.name, &mut |_, _| {}).expect("import");
@@ -56,7 +56,7 @@ fn pass_restores_answer_like_fresh_vms() {
     }
     let report = pool.fsck(true);
     assert!(report.is_clean(), "{report:?}");
-    assert_eq!(report.snapshots, snapvisor_functions::CATALOG.len());
+    assert_eq!(report.snapshots, sample_functions().count());
     // A pool snapshot is not a directory: the filesystem strategies refuse it, and pass
     // refuses a directory.
     let source = SnapshotSource::Pool { pool: pool.clone(), id: "json".into() };

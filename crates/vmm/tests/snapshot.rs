@@ -28,7 +28,7 @@ fn restore_and_invoke(
 fn restored_vms_answer_like_fresh_ones_with_every_strategy() {
     let Some(hv) = hypervisor("restored_vms_answer_like_fresh_ones_with_every_strategy") else { return };
     let tmp = TempDir::new("restore");
-    for info in snapvisor_functions::CATALOG {
+    for info in sample_functions() {
         let dir = tmp.path().join(info.name);
         let manifest = take_snapshot(&hv, info.name, &dir);
         assert_eq!(manifest.function, info.name);

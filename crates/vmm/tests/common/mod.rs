@@ -36,6 +36,13 @@ pub fn image(name: &str) -> &'static [u8] {
     snapvisor_guest_images::get(name).unwrap_or_else(|| panic!("no image {name}")).elf
 }
 
+/// Functions the snapshot and pool tests run: one whose request is parameters and one whose
+/// request is a file, both with a text request. Every function and every strategy is
+/// covered by `tests/functions.rs`.
+pub fn sample_functions() -> impl Iterator<Item = &'static snapvisor_functions::Info> {
+    ["json", "pyaes"].into_iter().map(|name| snapvisor_functions::info(name).expect("built-in function"))
+}
+
 /// Default request of a built-in function.
 pub fn request(name: &str) -> &'static str {
     snapvisor_functions::info(name).expect("built-in function").default_request
@@ -49,8 +56,8 @@ pub fn digest(response: &[u8]) -> String {
 }
 
 /// The host's own digest for a function and request.
-pub fn native_digest(name: &str, request: &str) -> String {
-    digest(&snapvisor_functions::run_native(name, request.as_bytes()).expect("built-in function"))
+pub fn native_digest(name: &str, request: impl AsRef<[u8]>) -> String {
+    digest(&snapvisor_functions::run_native(name, request.as_ref()).expect("built-in function"))
 }
 
 /// A fresh temporary directory (removed on drop).

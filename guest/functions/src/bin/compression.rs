@@ -2,10 +2,8 @@
 #![no_std]
 #![no_main]
 
-use snapvisor_functions::{compression::Compression, handle, Function};
-
-snapvisor_runtime::entry!(main);
+snapvisor_sdk::entry!(main);
 
 fn main() -> ! {
-    snapvisor_runtime::serve(Compression::init, handle::<Compression>)
+    snapvisor_guest_functions::serve::<snapvisor_functions::compression::Compression>()
 }

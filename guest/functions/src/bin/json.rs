@@ -2,10 +2,8 @@
 #![no_std]
 #![no_main]
 
-use snapvisor_functions::{handle, json::Json, Function};
-
-snapvisor_runtime::entry!(main);
+snapvisor_sdk::entry!(main);
 
 fn main() -> ! {
-    snapvisor_runtime::serve(Json::init, handle::<Json>)
+    snapvisor_guest_functions::serve::<snapvisor_functions::json::Json>()
 }

@@ -2,10 +2,8 @@
 #![no_std]
 #![no_main]
 
-use snapvisor_functions::{handle, recognition::Recognition, Function};
-
-snapvisor_runtime::entry!(main);
+snapvisor_sdk::entry!(main);
 
 fn main() -> ! {
-    snapvisor_runtime::serve(Recognition::init, handle::<Recognition>)
+    snapvisor_guest_functions::serve::<snapvisor_functions::recognition::Recognition>()
 }

@@ -16,14 +16,14 @@ extern crate alloc;
 use alloc::format;
 use alloc::vec::Vec;
 use snapvisor_abi::{layout, mailbox, port};
-use snapvisor_runtime::hypercall::out;
+use snapvisor_sdk::hypercall::out;
 
-snapvisor_runtime::entry!(main);
+snapvisor_sdk::entry!(main);
 
 const BUFFER: usize = 8 << 20;
 
 fn main() -> ! {
-    snapvisor_runtime::serve(init, |buffer: &mut Vec<u8>, request: &[u8]| handle(buffer, request))
+    snapvisor_sdk::serve(init, |buffer: &mut Vec<u8>, request: &[u8]| handle(buffer, request))
 }
 
 fn init() -> Vec<u8> {
@@ -45,16 +45,16 @@ fn recurse(depth: u64) -> u64 {
 fn handle(buffer: &mut [u8], request: &[u8]) -> Vec<u8> {
     if let Some(text) = request.strip_prefix(b"say:") {
         let text = core::str::from_utf8(text).unwrap_or("(not UTF-8)");
-        snapvisor_runtime::println!("{text}");
+        snapvisor_sdk::println!("{text}");
         return text.as_bytes().to_vec();
     }
     if let Some(text) = request.strip_prefix(b"die:") {
-        snapvisor_runtime::hypercall::abort_with(format_args!("{}", core::str::from_utf8(text).unwrap_or("?")));
+        snapvisor_sdk::hypercall::abort_with(format_args!("{}", core::str::from_utf8(text).unwrap_or("?")));
     }
     match request {
         b"echo" => request.to_vec(),
         b"hello" => {
-            snapvisor_runtime::println!("hello from the guest");
+            snapvisor_sdk::println!("hello from the guest");
             request.to_vec()
         }
         b"loop" => loop {
@@ -112,7 +112,7 @@ fn handle(buffer: &mut [u8], request: &[u8]) -> Vec<u8> {
             let line = [b'x'; 65536];
             let text = core::str::from_utf8(&line).unwrap_or_default();
             for _ in 0..64 {
-                snapvisor_runtime::println!("{text}");
+                snapvisor_sdk::println!("{text}");
             }
             request.to_vec()
         }

@@ -1,18 +1,47 @@
-//! The runtime every snapvisor guest links: entry point, heap, hypercalls, panic handling
-//! and the [`serve`] loop.
+//! The snapvisor guest SDK: everything a serverless function needs to run as a
+//! kernel-less snapvisor microVM guest — the entry point, the heap, the request loop,
+//! errors, logging and panics.
 //!
-//! A guest is a static, kernel-less program. The VMM starts it in 64-bit mode at CPL3
-//! with `rdi` pointing at the [`BootInfo`](abi::BootInfo) and `rsp` at the top of the
-//! stack (see `docs/guest-abi.md`). A function crate is a few lines:
+//! A function is a `#![no_std]`, `#![no_main]` binary with two plain functions: an `init`
+//! that builds its state once (before the snapshot is taken, so a SnapStart finds it
+//! ready), and a handler that turns one request into one response:
 //!
-//! ```ignore
+//! ```text
 //! #![no_std]
 //! #![no_main]
-//! snapvisor_runtime::entry!(main);
-//! fn main() -> ! {
-//!     snapvisor_runtime::serve(|| MyState::new(), |state, request| state.handle(request))
+//! extern crate alloc;
+//! use alloc::vec::Vec;
+//!
+//! snapvisor_sdk::function!(init, handle);
+//!
+//! struct State { greeting: Vec<u8> }
+//!
+//! fn init() -> State {
+//!     State { greeting: b"hello, ".to_vec() }
+//! }
+//!
+//! fn handle(state: &mut State, request: &[u8]) -> Result<Vec<u8>, &'static str> {
+//!     if request.is_empty() {
+//!         return Err("say who to greet");
+//!     }
+//!     snapvisor_sdk::println!("greeting {} bytes", request.len());
+//!     Ok([state.greeting.as_slice(), request].concat())
 //! }
 //! ```
+//!
+//! - **Requests** are the bytes the caller sent (up to `abi::mailbox::REQUEST_MAX`, 12 MiB),
+//!   read in place from the mailbox.
+//! - **Responses** are bytes (up to `abi::mailbox::RESPONSE_MAX`); see [`IntoResponse`]. A
+//!   handler's `Err(e)` becomes the response `{"error": "<e>"}`, which the VMM reports as a
+//!   function error; the guest keeps serving.
+//! - **Panics** end the VM: the message reaches the VMM as the invocation's error.
+//! - **Logging**: [`println!`] writes a line to the VMM's console (`snapvisor run` shows it).
+//! - **Heap**: `alloc` works (`Vec`, `String`, `Box`, …) over all memory above the image; it
+//!   grows in 2 MiB steps as it is used. [`boot_info`] tells how much there is.
+//!
+//! Building: the binary needs the link setup `snapvisor-sdk-build` gives it from a build
+//! script, and `panic = "abort"`; `docs/writing-functions.md` and `guest/template` show a
+//! complete project. The contract with the VMM is `docs/guest-abi.md`.
 #![no_std]
 
 extern crate alloc;
@@ -22,16 +51,46 @@ pub use snapvisor_abi as abi;
 mod heap;
 pub mod hypercall;
 mod mem;
+mod response;
+
+pub use response::{error_response, IntoResponse};
 
 use abi::{layout, mailbox, BootInfo, MailboxHeader};
-use alloc::vec::Vec;
 use core::fmt::Write;
 
 #[global_allocator]
 static HEAP: talc::sync::TalcLock<spinning_top::RawSpinlock, heap::GrowingHeap, talc::DefaultBinning> =
     talc::sync::TalcLock::new(heap::GrowingHeap::empty());
 
-/// Defines the guest's entry point `_start`, which sets up the runtime and calls `$main`.
+/// The boot info, kept by [`start`].
+static BOOT: spinning_top::Spinlock<BootInfo> = spinning_top::Spinlock::new(BootInfo {
+    magic: 0,
+    abi_version: 0,
+    reserved: 0,
+    mem_size: 0,
+    heap_start: 0,
+    heap_end: 0,
+    mailbox: 0,
+});
+
+/// Defines the guest's entry point for a function: `init` once, then `handler` for every
+/// request (see [`serve`]).
+///
+/// `init` is a `fn() -> S`; `handler` is a `fn(&mut S, &[u8]) -> R` where `R` is any
+/// [`IntoResponse`] (`Vec<u8>`, `String`, `Result<_, impl Display>`, …).
+#[macro_export]
+macro_rules! function {
+    ($init:path, $handler:path) => {
+        $crate::entry!(__snapvisor_function_main);
+
+        fn __snapvisor_function_main() -> ! {
+            $crate::serve($init, $handler)
+        }
+    };
+}
+
+/// Defines the guest's entry point `_start`, which sets up the SDK and calls `$main`
+/// (a `fn() -> !`). Use it instead of [`function!`] for a guest that runs its own loop.
 #[macro_export]
 macro_rules! entry {
     ($main:path) => {
@@ -49,7 +108,8 @@ macro_rules! entry {
     };
 }
 
-/// Checks the boot info and gives the heap it describes to the allocator.
+/// Checks the boot info, keeps a copy for [`boot_info`], and gives the heap it describes
+/// to the allocator. Called by the entry point that [`entry!`] defines.
 ///
 /// # Safety
 /// `boot` must point at the VMM's boot info; call once, before any allocation.
@@ -58,7 +118,7 @@ pub unsafe fn start(boot: *const BootInfo) {
     let info = unsafe { core::ptr::read_volatile(boot) };
     if info.magic != abi::BOOT_MAGIC || info.abi_version != abi::ABI_VERSION {
         hypercall::abort_with(format_args!(
-            "boot info: magic {:#x}, ABI version {} (this runtime speaks version {})",
+            "boot info: magic {:#x}, ABI version {} (this SDK speaks version {})",
             info.magic,
             info.abi_version,
             abi::ABI_VERSION
@@ -67,19 +127,32 @@ pub unsafe fn start(boot: *const BootInfo) {
     if info.heap_end <= info.heap_start {
         hypercall::abort_with(format_args!("empty heap {:#x}..{:#x}", info.heap_start, info.heap_end));
     }
+    *BOOT.lock() = info;
     // SAFETY: the heap range is guest RAM that nothing else uses (guest ABI).
     HEAP.lock().source = unsafe { heap::GrowingHeap::new(info.heap_start as *mut u8, info.heap_end as *mut u8) };
+}
+
+/// What the VMM told the guest at boot: memory size, heap range, mailbox address.
+pub fn boot_info() -> BootInfo {
+    *BOOT.lock()
+}
+
+/// Bytes of heap the guest has in all (used or not).
+pub fn heap_size() -> u64 {
+    let info = boot_info();
+    info.heap_end - info.heap_start
 }
 
 /// Runs `init` once, then serves requests forever: `ready` → request → `handler` → respond.
 ///
 /// The VMM snapshots a guest at its first `ready`, so everything `init` builds is in the
-/// snapshot. The request slice points into the mailbox and is valid until the handler returns.
-pub fn serve<S>(init: impl FnOnce() -> S, mut handler: impl FnMut(&mut S, &[u8]) -> Vec<u8>) -> ! {
+/// snapshot. The request slice points into the mailbox and is valid until the handler
+/// returns.
+pub fn serve<S, R: IntoResponse>(init: impl FnOnce() -> S, mut handler: impl FnMut(&mut S, &[u8]) -> R) -> ! {
     let mut state = init();
     loop {
         hypercall::ready();
-        let response = handler(&mut state, request());
+        let response = handler(&mut state, request()).into_response();
         respond(&response);
     }
 }
@@ -96,7 +169,8 @@ fn request<'a>() -> &'a [u8] {
     unsafe { core::slice::from_raw_parts((layout::MAILBOX + mailbox::REQUEST) as *const u8, len) }
 }
 
-/// Copies `response` into the mailbox and hands it to the VMM.
+/// Copies `response` into the mailbox and hands it to the VMM. A response larger than the
+/// response area ends the VM with a message saying so.
 pub fn respond(response: &[u8]) {
     if response.len() as u64 > mailbox::RESPONSE_MAX {
         hypercall::abort_with(format_args!(
@@ -111,7 +185,7 @@ pub fn respond(response: &[u8]) {
     hypercall::out(abi::port::RESPOND, response.len() as u32);
 }
 
-/// Writes formatted text to the VMM's console.
+/// Writes a formatted line to the VMM's console (truncated to the message area, 508 KiB).
 #[macro_export]
 macro_rules! println {
     ($($arg:tt)*) => {

@@ -1,0 +1,9 @@
+//! Guest image of the `hello` function.
+#![no_std]
+#![no_main]
+
+snapvisor_sdk::entry!(main);
+
+fn main() -> ! {
+    snapvisor_guest_functions::serve::<snapvisor_functions::hello::Hello>()
+}

@@ -1,0 +1,9 @@
+//! Guest image of the `video` function.
+#![no_std]
+#![no_main]
+
+snapvisor_sdk::entry!(main);
+
+fn main() -> ! {
+    snapvisor_guest_functions::serve::<snapvisor_functions::video::Video>()
+}
