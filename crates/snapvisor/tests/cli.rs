@@ -9,10 +9,15 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-fn native_digest(function: &str) -> String {
-    let info = snapvisor_functions::info(function).unwrap();
-    let response = snapvisor_functions::run_native(function, info.default_request.as_bytes()).unwrap();
+/// The host's digest for a built-in input (the CLI measures input B by default).
+fn native_digest_of(function: &str, input: &str) -> String {
+    let request = snapvisor_functions::input(function, input).unwrap();
+    let response = snapvisor_functions::run_native(function, request).unwrap();
     json(std::str::from_utf8(&response).unwrap())["digest"].as_str().unwrap().to_string()
+}
+
+fn native_digest(function: &str) -> String {
+    native_digest_of(function, "B")
 }
 
 fn hostile_image() -> PathBuf {
@@ -27,19 +32,35 @@ fn run_prints_verified_answers_and_timings() {
         return;
     }
     let tmp = Tmp::new(&std::env::temp_dir(), "run");
-    let list = ok(snapvisor(&tmp.0, &["functions"]));
-    // Functions whose default request is text (the photo and clip functions take files).
-    for f in ["json", "compression", "pyaes"] {
-        assert!(list.contains(f), "{list}");
-        let report = json(&ok(snapvisor(&tmp.0, &["run", "--function", f, "--json"])));
-        assert_eq!(report["digest"], native_digest(f), "{f}");
+    // All twelve functions, each with its eight inputs and their sizes.
+    let list = json(&ok(snapvisor(&tmp.0, &["functions", "--json"])));
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 12, "{list:?}");
+    for f in list {
+        let names: Vec<&str> = f["inputs"].as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["A", "B", "1", "2", "3", "4", "5", "6"], "{f}");
+        assert!(f["inputs"].as_array().unwrap().iter().all(|i| i["bytes"].as_u64().is_some()), "{f}");
+    }
+    let text = ok(snapvisor(&tmp.0, &["functions"]));
+    assert!(text.contains("recognition") && text.contains("read-list") && text.contains("MB"), "{text}");
+    // Input names pick the built-in inputs; B by default.
+    for (f, input) in [("json", "A"), ("pyaes", "3"), ("image", "A")] {
+        let report = json(&ok(snapvisor(&tmp.0, &["run", "--function", f, "--input", input, "--json"])));
+        assert_eq!(report["digest"], native_digest_of(f, input), "{f} {input}");
+        assert_eq!(report["input"], input);
         assert_eq!(report["response"]["digest"], report["digest"]);
         for key in ["vm_create_ms", "load_ms", "init_ms", "invoke_ms"] {
             assert!(report[key].as_f64().is_some_and(|v| v > 0.0), "{key} in {report}");
         }
     }
     let text = ok(snapvisor(&tmp.0, &["run", "--function", "json"]));
-    assert!(text.contains("VM create") && text.contains(&native_digest("json")), "{text}");
+    assert!(text.contains("VM create") && text.contains("(B)") && text.contains(&native_digest("json")), "{text}");
+    // A request from a file: input 1 of json is the same document as input A.
+    let file = tmp.0.join("doc.json");
+    std::fs::write(&file, snapvisor_functions::input("json", "A").unwrap()).unwrap();
+    let report =
+        json(&ok(snapvisor(&tmp.0, &["run", "--function", "json", "--input-file", file.to_str().unwrap(), "--json"])));
+    assert_eq!(report["digest"], native_digest_of("json", "A"));
 }
 
 #[test]
@@ -67,8 +88,17 @@ fn failures_exit_non_zero_with_a_clear_message() {
     assert!(err.contains("no built-in function `nope`"), "{err}");
     let err = fails(snapvisor(&tmp.0, &["run", "--function", "json", "--mem-mib", "3"]));
     assert!(err.contains("memory size"), "{err}");
-    let err = fails(snapvisor(&tmp.0, &["run", "--function", "json", "--input", "{\"unterminated\":"]));
+    // A malformed request, an input name that does not exist, an oversized request.
+    let err = fails(snapvisor(&tmp.0, &["run", "--function", "json", "--input-text", "{\"unterminated\":"]));
     assert!(err.contains("function reported an error"), "{err}");
+    let err = fails(snapvisor(&tmp.0, &["run", "--function", "json", "--input", "7"]));
+    assert!(err.contains("json has no input `7`"), "{err}");
+    let big = tmp.0.join("big");
+    std::fs::write(&big, vec![b' '; (12 << 20) + 1]).unwrap();
+    let err = fails(snapvisor(&tmp.0, &["run", "--function", "json", "--input-file", big.to_str().unwrap()]));
+    assert!(err.contains("does not fit the mailbox"), "{err}");
+    let err = fails(snapvisor(&tmp.0, &["run", "--function", "mmap", "--mem-mib", "256"]));
+    assert!(err.contains("needs 1024 MiB"), "{err}");
     let _ = std::fs::remove_file(image);
 }
 
@@ -108,7 +138,7 @@ fn snapshots_restore_in_another_process_with_every_strategy() {
     let err = fails(snapvisor(&tmp.0, &["invoke", "--snapshot", s, "--strategy", "reap"]));
     assert!(err.contains("no working set recorded for `reap`"), "{err}");
     let out = ok(snapvisor(&tmp.0, &["record", "--snapshot", s]));
-    assert!(out.contains("recorded the working sets"), "{out}");
+    assert!(out.contains("recorded the working sets of json with input A"), "{out}");
     for strategy in ["reap", "faasnap"] {
         let report =
             json(&ok(snapvisor(&tmp.0, &["invoke", "--snapshot", s, "--strategy", strategy, "--cold", "--json"])));
@@ -139,7 +169,7 @@ fn a_snapshot_killed_half_way_leaves_nothing_restore_accepts() {
     // How long a whole snapshot takes here; kills then land at fractions of it. read-list
     // has the largest snapshot (its list fills three quarters of the guest's memory).
     let start = std::time::Instant::now();
-    ok(snapvisor(&tmp.0, &["snapshot", "--function", "read-list", "--out", s]));
+    ok(snapvisor(&tmp.0, &["snapshot", "--function", "read-list", "--mem-mib", "256", "--out", s]));
     let full = start.elapsed();
     let mut killed_while_writing = 0;
     let fractions = [0.05, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95];
@@ -149,7 +179,17 @@ fn a_snapshot_killed_half_way_leaves_nothing_restore_accepts() {
         }
         let _ = std::fs::remove_dir_all(&snap);
         let mut child = Command::new(env!("CARGO_BIN_EXE_snapvisor"))
-            .args(["--data-dir", tmp.0.to_str().unwrap(), "snapshot", "--function", "read-list", "--out", s])
+            .args([
+                "--data-dir",
+                tmp.0.to_str().unwrap(),
+                "snapshot",
+                "--function",
+                "read-list",
+                "--mem-mib",
+                "256",
+                "--out",
+                s,
+            ])
             .spawn()
             .unwrap();
         std::thread::sleep(full.mul_f64(*fraction));

@@ -18,6 +18,7 @@ use crate::data::{self, DataDir};
 use crate::runner::{snapstart, RunError, VmSample, WarmVm};
 use indicatif::{ProgressBar, ProgressStyle};
 use report::{ConcurrencyRow, Header, Row};
+use snapvisor_functions::catalog::{MEASURE_INPUT, RECORD_INPUT};
 use snapvisor_vmm::pool::format::EXTENT;
 use snapvisor_vmm::pool::medium::EmulatedKind;
 use snapvisor_vmm::pool::Pool;
@@ -177,8 +178,7 @@ pub fn run(hv: &Hypervisor, config: &BenchConfig) -> Result<String, BenchError> 
     let mut rows: Vec<Row> = Vec::new();
     let mut conc_rows: Vec<ConcurrencyRow> = Vec::new();
     for function in &config.functions {
-        let info = snapvisor_functions::info(function).expect("checked above");
-        let request = info.default_request.as_bytes();
+        let request = measured_input(function);
         progress.set_message(format!("{function}: host computation"));
         let expected =
             crate::runner::digest_of(&snapvisor_functions::run_native(function, request).expect("built in")).map_err(
@@ -259,8 +259,7 @@ pub fn run(hv: &Hypervisor, config: &BenchConfig) -> Result<String, BenchError> 
 
     // Concurrency: N VMs of one snapshot at once (page cache warm for the file strategies).
     for function in &config.concurrency_functions {
-        let info = snapvisor_functions::info(function).expect("checked above");
-        let request = info.default_request.as_bytes();
+        let request = measured_input(function);
         let expected =
             crate::runner::digest_of(&snapvisor_functions::run_native(function, request).expect("built in")).map_err(
                 |source| BenchError::Run { function: function.clone(), what: "host computation".into(), source },
@@ -318,6 +317,11 @@ pub fn run(hv: &Hypervisor, config: &BenchConfig) -> Result<String, BenchError> 
     Ok(summary)
 }
 
+/// The request every measured run sends: input B.
+fn measured_input(function: &str) -> &'static [u8] {
+    snapvisor_functions::input(function, MEASURE_INPUT).expect("every function has input B")
+}
+
 fn take_snapshot(hv: &Hypervisor, config: &BenchConfig, function: &str) -> Result<(), BenchError> {
     let dir = config.data.snapshot(function);
     let image = snapvisor_guest_images::get(function).ok_or_else(|| BenchError::UnknownFunction(function.into()))?;
@@ -330,10 +334,10 @@ fn take_snapshot(hv: &Hypervisor, config: &BenchConfig, function: &str) -> Resul
     vm.wait_ready(config.timeout).map_err(wrap)?;
     vm.snapshot(hv, function, image.elf, &dir, true).map_err(wrap)?;
     drop(vm);
-    // The prefetching strategies record their working sets once, with the default request.
+    // The prefetching strategies record their working sets once, with input A (measured with B).
     if config.strategies.iter().any(|s| matches!(s, Strategy::Reap | Strategy::Faasnap)) {
-        let request = snapvisor_functions::info(function).map(|i| i.default_request).unwrap_or_default();
-        let recorded = snapvisor_vmm::restore::record(hv, &dir, request.as_bytes(), config.timeout).map_err(wrap)?;
+        let request = snapvisor_functions::input(function, RECORD_INPUT).expect("every function has input A");
+        let recorded = snapvisor_vmm::restore::record(hv, &dir, request, config.timeout).map_err(wrap)?;
         for response in &recorded.responses {
             crate::runner::digest_of(response).map_err(|source| BenchError::Run {
                 function: function.into(),

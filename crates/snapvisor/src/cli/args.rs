@@ -69,10 +69,13 @@ pub struct ImageChoice {
 #[derive(Args)]
 #[group(multiple = false)]
 pub struct InputChoice {
-    /// Request text (JSON for the built-in functions) [default: the function's default request].
+    /// A built-in function's input: A (recorded), B (measured) or 1..6 (see `snapvisor functions`); for your own image, the request text [default: B; A for record].
     #[arg(long)]
     pub input: Option<String>,
-    /// Request read from a file.
+    /// A request given as text, for any function.
+    #[arg(long)]
+    pub input_text: Option<String>,
+    /// A request read from a file, for any function.
     #[arg(long)]
     pub input_file: Option<PathBuf>,
 }

@@ -80,10 +80,11 @@ impl ImageChoice {
 
 impl InputChoice {
     fn input(&self) -> Input {
-        match (&self.input, &self.input_file) {
-            (Some(text), _) => Input::Literal(text.clone().into_bytes()),
-            (None, Some(path)) => Input::File(path.clone()),
-            (None, None) => Input::Default,
+        match (&self.input, &self.input_text, &self.input_file) {
+            (Some(name), _, _) => Input::Named(name.clone()),
+            (None, Some(text), _) => Input::Literal(text.clone().into_bytes()),
+            (None, None, Some(path)) => Input::File(path.clone()),
+            (None, None, None) => Input::Default,
         }
     }
 }

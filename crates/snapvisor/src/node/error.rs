@@ -14,6 +14,14 @@ pub enum NodeError {
     /// A function name that is not built in.
     #[error("no built-in function `{0}` (see `snapvisor functions`)")]
     UnknownFunction(String),
+    /// A built-in function has no input of that name.
+    #[error("{function} has no input `{input}` (its inputs: A, B, 1..6; `--input-text` or `--input-file` send your own request)")]
+    UnknownInput {
+        /// Function.
+        function: String,
+        /// The name asked for.
+        input: String,
+    },
     /// A strategy name that is not known.
     #[error(transparent)]
     UnknownStrategy(#[from] StrategyParseError),
@@ -69,7 +77,9 @@ impl NodeError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             NodeError::UnknownFunction(_) | NodeError::NoPool(_) => ErrorKind::NotFound,
-            NodeError::UnknownStrategy(_) | NodeError::Invalid(_) => ErrorKind::BadRequest,
+            NodeError::UnknownStrategy(_) | NodeError::UnknownInput { .. } | NodeError::Invalid(_) => {
+                ErrorKind::BadRequest
+            }
             NodeError::File { source, .. } if source.kind() == std::io::ErrorKind::NotFound => ErrorKind::NotFound,
             NodeError::File { .. } => ErrorKind::BadRequest,
             NodeError::Inconsistent => ErrorKind::Guest,

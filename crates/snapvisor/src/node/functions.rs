@@ -51,29 +51,102 @@ impl Image {
     }
 }
 
+/// What a request is for: a built-in function's default input differs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// An invocation (measured): input `B` by default.
+    Measure,
+    /// Recording working sets: input `A` by default (FaaSnap's two-input method).
+    Record,
+}
+
+impl Role {
+    /// The built-in input used when none is given.
+    pub fn default_input(self) -> &'static str {
+        match self {
+            Role::Measure => snapvisor_functions::catalog::MEASURE_INPUT,
+            Role::Record => snapvisor_functions::catalog::RECORD_INPUT,
+        }
+    }
+}
+
 /// What an invocation gets as its request.
 #[derive(Clone, Debug, Default)]
 pub enum Input {
-    /// The function's default request (empty for a user's image).
+    /// A built-in function's default input for the role; an empty request for a user's image.
     #[default]
     Default,
-    /// These bytes.
+    /// A built-in function's input by name (`A`, `B`, `1`..`6`); for a user's image, literal text.
+    Named(String),
+    /// These bytes, whatever the function.
     Literal(Vec<u8>),
     /// The contents of a file.
     File(PathBuf),
 }
 
+/// A resolved request: its bytes and what to call it in reports.
+#[derive(Clone, Debug)]
+pub struct Request {
+    /// The bytes the guest gets.
+    pub bytes: Cow<'static, [u8]>,
+    /// `A`, `B`, `1`..`6`, or a description of a literal request or a file.
+    pub label: String,
+}
+
 impl Input {
-    /// The request bytes for `function` (a built-in name, or a user image's name).
-    pub fn request(&self, function: &str) -> Result<Vec<u8>, NodeError> {
-        match self {
-            Input::Default => Ok(snapvisor_functions::info(function)
-                .map(|i| i.default_request.as_bytes().to_vec())
-                .unwrap_or_default()),
-            Input::Literal(bytes) => Ok(bytes.clone()),
-            Input::File(path) => read_file(path),
-        }
+    /// The request for `function` (a built-in name, or a user image's name) in `role`.
+    pub fn resolve(&self, function: &str, role: Role) -> Result<Request, NodeError> {
+        let builtin = snapvisor_functions::info(function);
+        let literal = |bytes: Vec<u8>| Request {
+            label: format!("literal request ({} bytes)", bytes.len()),
+            bytes: Cow::Owned(bytes),
+        };
+        Ok(match (self, builtin) {
+            (Input::Default, Some(info)) => named(info, role.default_input())?,
+            (Input::Default, None) => Request { bytes: Cow::Borrowed(&[]), label: "empty request".into() },
+            (Input::Named(name), Some(info)) => named(info, name)?,
+            (Input::Named(text), None) => literal(text.clone().into_bytes()),
+            (Input::Literal(bytes), _) => literal(bytes.clone()),
+            (Input::File(path), _) => {
+                let bytes = read_file(path)?;
+                Request { label: format!("file {} ({} bytes)", path.display(), bytes.len()), bytes: Cow::Owned(bytes) }
+            }
+        })
     }
+}
+
+fn named(info: &'static snapvisor_functions::Info, name: &str) -> Result<Request, NodeError> {
+    let input = info
+        .input(name)
+        .ok_or_else(|| NodeError::UnknownInput { function: info.name.to_string(), input: name.to_string() })?;
+    Ok(Request { bytes: Cow::Borrowed(input.request), label: input.name.to_string() })
+}
+
+/// Checks that a built-in input fits the guest memory it will run in.
+pub fn check_fits(function: &str, request: &Request, mem_size: u64) -> Result<(), NodeError> {
+    let needs = snapvisor_functions::info(function).and_then(|i| i.input(&request.label)).map(|i| i.mem_mib << 20);
+    match needs {
+        Some(needs) if needs > mem_size => Err(NodeError::Invalid(format!(
+            "{function} input {} needs {} MiB of guest memory, the VM has {} MiB",
+            request.label,
+            needs >> 20,
+            mem_size >> 20
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// One built-in input, for listings.
+#[derive(Clone, Debug, Serialize)]
+pub struct InputListing {
+    /// `A`, `B`, `1`..`6`.
+    pub name: &'static str,
+    /// What it is.
+    pub description: &'static str,
+    /// Bytes of the request.
+    pub bytes: usize,
+    /// Guest memory it needs, MiB.
+    pub mem_mib: u64,
 }
 
 /// A built-in function, for listings.
@@ -83,15 +156,31 @@ pub struct FunctionInfo {
     pub name: &'static str,
     /// What it does.
     pub description: &'static str,
-    /// Its default request.
-    pub default_request: &'static str,
+    /// What its request is.
+    pub request: String,
+    /// Its inputs: `A` (records), `B` (measured), `1`..`6` (sensitivity: `2` records).
+    pub inputs: Vec<InputListing>,
 }
 
-/// Every built-in function.
+/// Every built-in function with its inputs.
 pub fn catalog() -> Vec<FunctionInfo> {
+    use snapvisor_functions::RequestKind;
     snapvisor_functions::CATALOG
         .iter()
-        .map(|i| FunctionInfo { name: i.name, description: i.description, default_request: i.default_request })
+        .map(|i| FunctionInfo {
+            name: i.name,
+            description: i.description,
+            request: match i.request {
+                RequestKind::Empty => "none (any request is ignored)".into(),
+                RequestKind::Params { format } => format!("JSON parameters {format}"),
+                RequestKind::File { what } => format!("the raw bytes of {what}"),
+            },
+            inputs: i
+                .inputs
+                .iter()
+                .map(|x| InputListing { name: x.name, description: x.description, bytes: x.size(), mem_mib: x.mem_mib })
+                .collect(),
+        })
         .collect()
 }
 

@@ -1,7 +1,7 @@
 //! Invocations: a fresh VM (boot, init, one request), and SnapStarts — N VMs restored
 //! from one snapshot with one strategy, each serving one request — with their reports.
 
-use super::functions::{Image, Input};
+use super::functions::{check_fits, Image, Input, Role};
 use super::runner::{self, FreshRun};
 use super::{Node, NodeError};
 use crate::bench::report::{ConcurrencyRow, Row};
@@ -44,11 +44,25 @@ pub struct InvokeSpec {
     pub timeout: Duration,
 }
 
+/// A fresh run: boot, init, one invocation.
+#[derive(Debug, Serialize)]
+pub struct RunReport {
+    /// Function (or image) name.
+    pub function: String,
+    /// Which input ran.
+    pub input: String,
+    /// Times, counters and the response.
+    #[serde(flatten)]
+    pub run: FreshRun,
+}
+
 /// What a SnapStart of N VMs did.
 #[derive(Debug, Serialize)]
 pub struct InvokeReport {
     /// Function the snapshot was taken of.
     pub function: String,
+    /// Which input ran.
+    pub input: String,
     /// Strategy.
     pub strategy: &'static str,
     /// Where the snapshot was read from (`disk-warm`, `disk-cold`, or the pool's medium).
@@ -70,14 +84,16 @@ pub struct InvokeReport {
 
 impl Node {
     /// Boots `image` in a fresh VM, runs its init and invokes it once with `input`.
-    pub fn run(&self, image: &Image, input: &Input, mem_size: u64, timeout: Duration) -> Result<FreshRun, NodeError> {
-        let request = input.request(&image.name)?;
-        Ok(runner::fresh_run(self.hypervisor()?, &image.elf, mem_size, &request, timeout)?)
+    pub fn run(&self, image: &Image, input: &Input, mem_size: u64, timeout: Duration) -> Result<RunReport, NodeError> {
+        let request = input.resolve(&image.name, Role::Measure)?;
+        check_fits(&image.name, &request, mem_size)?;
+        let run = runner::fresh_run(self.hypervisor()?, &image.elf, mem_size, &request.bytes, timeout)?;
+        Ok(RunReport { function: image.name.clone(), input: request.label, run })
     }
 
     /// Restores `spec.concurrency` VMs at once and invokes each with the request.
     pub fn invoke(&self, spec: &InvokeSpec) -> Result<InvokeReport, NodeError> {
-        let (source, function, medium) = match &spec.snapshot {
+        let (source, function, medium, mem_size) = match &spec.snapshot {
             SnapshotRef::Pool { pool, id } => {
                 if !spec.strategy.uses_pool() {
                     return Err(NodeError::Invalid(format!(
@@ -91,9 +107,10 @@ impl Node {
                     ));
                 }
                 let pool = self.open_pool(pool.as_deref())?;
-                let function = pool.open_snapshot(id)?.function().to_string();
+                let opened = pool.open_snapshot(id)?;
+                let (function, mem_size) = (opened.function().to_string(), opened.index().mem_size);
                 let medium = pool.medium().short().to_string();
-                (SnapshotSource::Pool { pool, id: id.clone() }, function, medium)
+                (SnapshotSource::Pool { pool, id: id.clone() }, function, medium, mem_size)
             }
             SnapshotRef::Dir(dir) => {
                 if spec.strategy.uses_pool() {
@@ -107,16 +124,18 @@ impl Node {
                     snapshot.evict_page_cache()?;
                 }
                 let medium = crate::bench::disk_medium(spec.cold).to_string();
-                (SnapshotSource::Dir(dir.clone()), snapshot.manifest().function.clone(), medium)
+                (SnapshotSource::Dir(dir.clone()), snapshot.manifest().function.clone(), medium, snapshot.mem_size())
             }
         };
         let strategy: Box<dyn MemoryStrategy> = match spec.strategy {
             Strategy::Uffd => Box::new(restore::Uffd::new(spec.uffd_chunk)),
             other => restore::strategy(other),
         };
-        let request = spec.input.request(&function)?;
+        let request = spec.input.resolve(&function, Role::Measure)?;
+        check_fits(&function, &request, mem_size)?;
         let n = spec.concurrency.max(1);
-        let samples = runner::snapstart(self.hypervisor()?, &source, strategy.as_ref(), &request, n, spec.timeout)?;
+        let samples =
+            runner::snapstart(self.hypervisor()?, &source, strategy.as_ref(), &request.bytes, n, spec.timeout)?;
         let expected = samples[0].digest.clone();
         if samples.iter().any(|s| s.digest != expected) {
             return Err(NodeError::Inconsistent);
@@ -126,6 +145,7 @@ impl Node {
         let summary = ConcurrencyRow::new(&function, name, &medium, n, &samples);
         Ok(InvokeReport {
             function,
+            input: request.label,
             strategy: name,
             medium,
             concurrency: n,

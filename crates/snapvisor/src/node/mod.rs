@@ -25,8 +25,8 @@ use snapvisor_vmm::Hypervisor;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-/// Default guest memory of a VM, MiB.
-pub const DEFAULT_MEM_MIB: u64 = 256;
+/// Default guest memory of a VM, MiB: 1 GiB, as in the PASS evaluation.
+pub const DEFAULT_MEM_MIB: u64 = 1024;
 /// Default time a guest may take for its init or one invocation.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 

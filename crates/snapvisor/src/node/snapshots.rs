@@ -1,6 +1,6 @@
 //! Taking snapshots and recording the prefetching strategies' working sets.
 
-use super::functions::{Image, Input};
+use super::functions::{Image, Input, Role};
 use super::runner::{digest_of, ms};
 use super::{Node, NodeError};
 use serde::Serialize;
@@ -50,6 +50,8 @@ pub struct RecordReport {
     pub path: PathBuf,
     /// Function.
     pub function: String,
+    /// Which input the recording invocations ran.
+    pub input: String,
     /// Pages in REAP's working set.
     pub reap_pages: u64,
     /// Pages in FaaSnap's loading set.
@@ -80,14 +82,15 @@ impl Node {
     /// it with `input`; both recording invocations must answer without error.
     pub fn record(&self, dir: &Path, input: &Input, timeout: Duration) -> Result<RecordReport, NodeError> {
         let function = Snapshot::open(dir)?.manifest().function.clone();
-        let request = input.request(&function)?;
-        let recorded = snapvisor_vmm::restore::record(self.hypervisor()?, dir, &request, timeout)?;
+        let request = input.resolve(&function, Role::Record)?;
+        let recorded = snapvisor_vmm::restore::record(self.hypervisor()?, dir, &request.bytes, timeout)?;
         for response in &recorded.responses {
             digest_of(response)?;
         }
         Ok(RecordReport {
             path: dir.to_path_buf(),
             function,
+            input: request.label,
             reap_pages: recorded.reap_pages,
             faasnap_pages: recorded.faasnap_pages,
         })
