@@ -38,6 +38,17 @@ impl GrowingHeap {
     pub unsafe fn new(base: *mut u8, limit: *mut u8) -> Self {
         GrowingHeap { base, limit, end: None }
     }
+
+    /// One past the memory claimed so far (a 2 MiB boundary, or the limit), or the base
+    /// when nothing is claimed yet.
+    pub fn claimed_end(&self) -> usize {
+        self.end.map_or(self.base as usize, |e| e.as_ptr() as usize)
+    }
+
+    /// The end of the range the heap may grow into.
+    pub fn limit(&self) -> usize {
+        self.limit as usize
+    }
 }
 
 fn round_up(v: usize) -> usize {

@@ -37,7 +37,11 @@
 //! - **Panics** end the VM: the message reaches the VMM as the invocation's error.
 //! - **Logging**: [`println!`] writes a line to the VMM's console (`snapvisor run` shows it).
 //! - **Heap**: `alloc` works (`Vec`, `String`, `Box`, …) over all memory above the image; it
-//!   grows in 2 MiB steps as it is used. [`boot_info`] tells how much there is.
+//!   grows in 2 MiB steps as it is used. [`boot_info`] tells how much there is. What `init`
+//!   allocates stays where the snapshot has it; requests allocate from an arena above it
+//!   that is zero in the snapshot, so a restored VM's writes land in fresh pages and the
+//!   snapshot's pages stay shared (freeing an init object while serving does not reuse
+//!   its memory).
 //!
 //! Building: the binary needs the link setup `snapvisor-sdk-build` gives it from a build
 //! script, and `panic = "abort"`; `docs/writing-functions.md` and `guest/template` show a
@@ -51,6 +55,7 @@ pub use snapvisor_abi as abi;
 mod heap;
 pub mod hypercall;
 mod mem;
+mod phased;
 mod response;
 
 pub use response::{error_response, IntoResponse};
@@ -59,8 +64,7 @@ use abi::{layout, mailbox, BootInfo, MailboxHeader};
 use core::fmt::Write;
 
 #[global_allocator]
-static HEAP: talc::sync::TalcLock<spinning_top::RawSpinlock, heap::GrowingHeap, talc::DefaultBinning> =
-    talc::sync::TalcLock::new(heap::GrowingHeap::empty());
+static HEAP: phased::PhasedHeap = phased::PhasedHeap::empty();
 
 /// The boot info, kept by [`start`].
 static BOOT: spinning_top::Spinlock<BootInfo> = spinning_top::Spinlock::new(BootInfo {
@@ -128,8 +132,8 @@ pub unsafe fn start(boot: *const BootInfo) {
         hypercall::abort_with(format_args!("empty heap {:#x}..{:#x}", info.heap_start, info.heap_end));
     }
     *BOOT.lock() = info;
-    // SAFETY: the heap range is guest RAM that nothing else uses (guest ABI).
-    HEAP.lock().source = unsafe { heap::GrowingHeap::new(info.heap_start as *mut u8, info.heap_end as *mut u8) };
+    // SAFETY: the heap range is guest RAM that nothing else uses (guest ABI); called once.
+    unsafe { HEAP.start(info.heap_start as *mut u8, info.heap_end as *mut u8) };
 }
 
 /// What the VMM told the guest at boot: memory size, heap range, mailbox address.
@@ -146,10 +150,12 @@ pub fn heap_size() -> u64 {
 /// Runs `init` once, then serves requests forever: `ready` → request → `handler` → respond.
 ///
 /// The VMM snapshots a guest at its first `ready`, so everything `init` builds is in the
-/// snapshot. The request slice points into the mailbox and is valid until the handler
-/// returns.
+/// snapshot; from then on requests allocate from an arena that was zero in the snapshot
+/// (see the `phased` module). The request slice points into the mailbox and is valid until
+/// the handler returns.
 pub fn serve<S, R: IntoResponse>(init: impl FnOnce() -> S, mut handler: impl FnMut(&mut S, &[u8]) -> R) -> ! {
     let mut state = init();
+    HEAP.start_serving();
     loop {
         hypercall::ready();
         let response = handler(&mut state, request()).into_response();
