@@ -9,6 +9,8 @@
 //! against the host's own computation of the same request. Results: `results.csv` (one
 //! row per VM), `concurrency.csv`, `summary.md` and `concurrency.svg` in the output directory.
 
+pub mod load;
+pub mod oha;
 mod plot;
 pub mod report;
 

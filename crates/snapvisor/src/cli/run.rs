@@ -1,85 +1,125 @@
 //! `functions`, `run`, `snapshot` and `record`.
 
 use super::args::{RecordArgs, RunArgs, SnapshotArgs};
-use super::render::{escape, guest_text, print_json, RESPONSE_SHOWN};
-use super::{mib_bytes, timeout, AnyError};
-use crate::node::functions::{catalog, Image};
+use super::render::{escape, response_text, Fields};
+use super::{mib_bytes, remote_name, timeout, AnyError, Reply, Target};
 use crate::node::snapshots::SnapshotSpec;
-use crate::node::Node;
-use serde::Serialize;
+use hyper::Method;
+use serde_json::json;
 use snapvisor_vmm::metrics::mib;
 
-pub(super) fn functions(json: bool) -> Result<(), AnyError> {
-    let list = catalog();
-    if json {
-        print_json(&list)?;
-    } else {
-        for f in &list {
-            println!("{:<12} {}\n{:<12} default request: {}", f.name, f.description, "", f.default_request);
-        }
-    }
-    Ok(())
-}
-
-pub(super) fn run(args: RunArgs, node: &Node) -> Result<(), AnyError> {
-    let image = Image::load(&args.image.image_ref())?;
-    let report = node.run(&image, &args.input.input(), mib_bytes(args.mem_mib)?, timeout(args.timeout_ms))?;
-    if args.json {
-        #[derive(Serialize)]
-        struct Out<'a> {
-            function: &'a str,
-            response: serde_json::Value,
-            #[serde(flatten)]
-            report: &'a crate::node::runner::FreshRun,
-        }
-        let text = String::from_utf8_lossy(&report.response);
-        let response = serde_json::from_str(&text).unwrap_or_else(|_| serde_json::Value::String(text.into_owned()));
-        print_json(&Out { function: &image.name, response, report: &report })?;
-    } else {
-        for line in &report.console {
-            println!("[guest] {}", escape(line.trim_end()));
-        }
-        println!("{}", guest_text(&report.response, RESPONSE_SHOWN));
-        println!(
-            "{}: VM create {:.2} ms, load {:.2} ms, init {:.2} ms, invoke {:.2} ms ({} KVM page faults)",
-            image.name, report.vm_create_ms, report.load_ms, report.init_ms, report.invoke_ms, report.kvm.pf_fixed
-        );
-    }
-    Ok(())
-}
-
-pub(super) fn snapshot(args: SnapshotArgs, node: &Node) -> Result<(), AnyError> {
-    let spec = SnapshotSpec {
-        image: Image::load(&args.image.image_ref())?,
-        out: args.out,
-        mem_size: mib_bytes(args.mem_mib)?,
-        force: args.force,
-        timeout: timeout(args.timeout_ms),
+pub(super) fn functions(json: bool, target: &Target) -> Result<(), AnyError> {
+    let reply = match target {
+        Target::Here(node) => Reply::of(&node.functions()?)?,
+        Target::Daemon(client) => Reply::parse(client.call(Method::GET, "/functions", None)?)?,
     };
-    let r = node.snapshot(&spec)?;
+    if json {
+        return reply.print_json();
+    }
+    for f in reply.value.as_array().map_or(&[][..], Vec::as_slice) {
+        let name = escape(f.text("name"));
+        println!("{name:<12} {}", escape(f.text("description")));
+        if !f.text("default_request").is_empty() {
+            println!("{:<12} default request: {}", "", escape(f.text("default_request")));
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn run(args: RunArgs, target: &Target) -> Result<(), AnyError> {
+    let reply = match target {
+        Target::Here(node) => {
+            let image = args.image.load(node)?;
+            let report = node.run(&image, &args.input.input(), mib_bytes(args.mem_mib)?, timeout(args.timeout_ms))?;
+            Reply::of(&report)?
+        }
+        Target::Daemon(client) => {
+            let body = json!({
+                "function": args.image.remote()?,
+                "input": args.input.text()?,
+                "mem_mib": args.mem_mib,
+                "timeout_ms": args.timeout_ms,
+            });
+            Reply::parse(client.call(Method::POST, "/runs", Some(&body))?)?
+        }
+    };
+    if args.json {
+        return reply.print_json();
+    }
+    let r = &reply.value;
+    for line in r.items("console") {
+        println!("[guest] {}", escape(line.as_str().unwrap_or_default().trim_end()));
+    }
+    println!("{}", response_text(&r["response"]));
     println!(
-        "{}: snapshot of {} after init ({:.1} ms): {} MiB memory, {:.1} MiB data, {} zero ranges, written in {:.1} ms",
-        r.path.display(),
-        r.function,
-        r.init_ms,
-        r.mem_size >> 20,
-        mib(r.data_bytes),
-        r.zero_ranges,
-        r.write_ms
+        "{}: VM create {:.2} ms, load {:.2} ms, init {:.2} ms, invoke {:.2} ms ({} KVM page faults)",
+        escape(r.text("function")),
+        r.num("vm_create_ms"),
+        r.num("load_ms"),
+        r.num("init_ms"),
+        r.num("invoke_ms"),
+        r["kvm"].int("pf_fixed")
     );
     Ok(())
 }
 
-pub(super) fn record(args: RecordArgs, node: &Node) -> Result<(), AnyError> {
-    let r = node.record(&args.snapshot, &args.input.input(), timeout(args.timeout_ms))?;
+pub(super) fn snapshot(args: SnapshotArgs, target: &Target) -> Result<(), AnyError> {
+    let reply = match target {
+        Target::Here(node) => {
+            let spec = SnapshotSpec {
+                image: args.image.load(node)?,
+                out: args.out,
+                mem_size: mib_bytes(args.mem_mib)?,
+                force: args.force,
+                timeout: timeout(args.timeout_ms),
+            };
+            Reply::of(&node.snapshot(&spec)?)?
+        }
+        Target::Daemon(client) => {
+            let body = json!({
+                "function": args.image.remote()?,
+                "name": args.out.as_deref().map(remote_name).transpose()?,
+                "mem_mib": args.mem_mib,
+                "force": args.force,
+                "timeout_ms": args.timeout_ms,
+            });
+            Reply::parse(client.call(Method::POST, "/snapshots", Some(&body))?)?
+        }
+    };
+    let r = &reply.value;
+    println!(
+        "{}: snapshot of {} after init ({:.1} ms): {} MiB memory, {:.1} MiB data, {} zero ranges, written in {:.1} ms",
+        escape(r.text("path")),
+        escape(r.text("function")),
+        r.num("init_ms"),
+        r.int("mem_size") >> 20,
+        mib(r.int("data_bytes")),
+        r.int("zero_ranges"),
+        r.num("write_ms")
+    );
+    Ok(())
+}
+
+pub(super) fn record(args: RecordArgs, target: &Target) -> Result<(), AnyError> {
+    let reply = match target {
+        Target::Here(node) => {
+            Reply::of(&node.record(&args.snapshot, &args.input.input(), timeout(args.timeout_ms))?)?
+        }
+        Target::Daemon(client) => {
+            let body = json!({ "input": args.input.text()?, "timeout_ms": args.timeout_ms });
+            let path = format!("/snapshots/{}/record", remote_name(&args.snapshot)?);
+            Reply::parse(client.call(Method::POST, &path, Some(&body))?)?
+        }
+    };
+    let r = &reply.value;
     println!(
         "{}: recorded the working sets of {}: reap {} pages ({:.1} MiB), faasnap {} pages ({:.1} MiB)",
-        r.path.display(),
-        escape(&r.function),
-        r.reap_pages,
-        mib(r.reap_pages * 4096),
-        r.faasnap_pages,
-        mib(r.faasnap_pages * 4096)
+        escape(r.text("path")),
+        escape(r.text("function")),
+        r.int("reap_pages"),
+        mib(r.int("reap_pages") * 4096),
+        r.int("faasnap_pages"),
+        mib(r.int("faasnap_pages") * 4096)
     );
     Ok(())
 }

@@ -1,0 +1,117 @@
+//! `/runs` (a fresh VM: boot, init, one request) and `/invocations` (a warm VM, or a
+//! SnapStart of N VMs with a restore strategy): the same reports the command line prints.
+
+use super::{Json, St};
+use crate::node::functions::Input;
+use crate::node::invoke::{InvokeReport, InvokeSpec, RunReport, SnapshotRef};
+use crate::node::{store::check_name, NodeError};
+use crate::server::error::ApiError;
+use serde::Deserialize;
+use snapvisor_vmm::restore::Strategy;
+
+fn input(text: Option<String>) -> Input {
+    text.map_or(Input::Default, |text| Input::Literal(text.into_bytes()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RunRequest {
+    function: String,
+    #[serde(default)]
+    input: Option<String>,
+    #[serde(default)]
+    mem_mib: Option<u64>,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+}
+
+pub(super) async fn run(state: St, Json(req): Json<RunRequest>) -> Result<Json<RunReport>, ApiError> {
+    let mem_size = state.mem_size(req.mem_mib)?;
+    let timeout = state.timeout(req.timeout_ms)?;
+    let node = state.node.clone();
+    let report = state
+        .admission
+        .run(1, move || node.run(&node.image(&req.function)?, &input(req.input), mem_size, timeout))
+        .await?;
+    state.metrics.run(&report);
+    Ok(Json(report))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct InvokeRequest {
+    #[serde(default)]
+    function: Option<String>,
+    #[serde(default)]
+    snapshot: Option<String>,
+    strategy: String,
+    #[serde(default)]
+    input: Option<String>,
+    #[serde(default)]
+    concurrency: Option<u32>,
+    #[serde(default)]
+    cold: bool,
+    #[serde(default)]
+    uffd_chunk_kib: Option<u64>,
+    #[serde(default)]
+    mem_mib: Option<u64>,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+}
+
+/// `strategy: "warm"` runs `function` on a warm VM; a restore strategy restores
+/// `snapshot` (default: the function's own snapshot, or pool id for `pass`).
+pub(super) async fn invoke(state: St, Json(req): Json<InvokeRequest>) -> Result<Json<InvokeReport>, ApiError> {
+    let timeout = state.timeout(req.timeout_ms)?;
+    let concurrency = req.concurrency.unwrap_or(1);
+    let report = if req.strategy == "warm" {
+        if req.snapshot.is_some() || req.cold || concurrency != 1 || req.uffd_chunk_kib.is_some() {
+            return Err(ApiError::bad_request(
+                "a warm invocation takes a function, one VM, and none of snapshot, cold, uffd_chunk_kib",
+            ));
+        }
+        let function = req.function.ok_or_else(|| ApiError::bad_request("a warm invocation needs `function`"))?;
+        if state.warm_max == 0 {
+            return Err(ApiError::bad_request("warm VMs are off on this daemon (--warm-max 0)"));
+        }
+        let mem_size = state.mem_size(req.mem_mib)?;
+        let st = state.0.clone();
+        let input = input(req.input);
+        state
+            .admission
+            .run(1, move || st.warm.invoke(&st.node, &st.node.image(&function)?, &input, mem_size, timeout))
+            .await?
+    } else {
+        let strategy: Strategy = req.strategy.parse().map_err(NodeError::from)?;
+        if req.mem_mib.is_some() {
+            return Err(ApiError::bad_request("mem_mib is the snapshot's own in a SnapStart; leave it out"));
+        }
+        let name = match (req.snapshot, req.function) {
+            (Some(name), None) | (None, Some(name)) => name,
+            _ => return Err(ApiError::bad_request("give one of `snapshot` and `function`")),
+        };
+        let snapshot = if strategy.uses_pool() {
+            check_name("pool snapshot", &name)?;
+            SnapshotRef::Pool { pool: state.limits.pool.clone(), id: name }
+        } else {
+            let dir = state.node.snapshot_dir(&name)?;
+            if !dir.is_dir() {
+                return Err(NodeError::Missing { what: "snapshot", name }.into());
+            }
+            SnapshotRef::Dir(dir)
+        };
+        let spec = InvokeSpec {
+            snapshot,
+            strategy,
+            input: input(req.input),
+            concurrency: concurrency as usize,
+            cold: req.cold,
+            uffd_chunk: usize::try_from(req.uffd_chunk_kib.unwrap_or(4).saturating_mul(1024)).unwrap_or(usize::MAX),
+            timeout,
+        };
+        let node = state.node.clone();
+        state.admission.run(concurrency, move || node.invoke(&spec)).await?
+    };
+    state.metrics.invocation(&report);
+    Ok(Json(report))
+}
