@@ -6,6 +6,7 @@ mod support;
 
 use hyper::Method;
 use serde_json::{json, Value};
+use snapvisor::cli::client::Client;
 use std::path::Path;
 use std::process::Command;
 use support::{early_answer, hostile_elf, kvm, native_digest, shm_pool, snapvisor, spec, Daemon, Tmp};
@@ -241,7 +242,9 @@ fn client_mode_prints_what_the_command_prints_here() {
         return;
     }
     let tmp = Tmp::new(&std::env::temp_dir(), "client");
-    let daemon = Daemon::start(&tmp.0, &[]);
+    let (_shm, pool) = shm_pool("client-pool", 128);
+    let pool = pool.to_str().unwrap();
+    let daemon = Daemon::start(&tmp.0, &["--pool", pool]);
     let (data, sock) = (&tmp.0, Some(daemon.socket.as_path()));
     for args in [&["functions"][..], &["functions", "--json"]] {
         assert_eq!(cli(data, sock, args), cli(data, None, args), "{args:?}");
@@ -268,18 +271,55 @@ fn client_mode_prints_what_the_command_prints_here() {
         let text = cli(data, sock, &["invoke", "--snapshot", snap.to_str().unwrap(), "--strategy", strategy]);
         assert!(text.contains(&format!("json via {strategy} (disk-warm), 1 VM(s):")), "{text}");
     }
-    // Without a pool, the daemon's error prints like a local one.
+    // The pool: import through the daemon, then the same listing and check either way.
+    let out = cli(data, sock, &["pool", "import", snap.to_str().unwrap()]);
+    assert!(out.contains("imported") && out.contains("as `json`"), "{out}");
+    for args in [&["pool", "ls"][..], &["pool", "ls", "--json"], &["pool", "fsck"], &["pool", "fsck", "--json"]] {
+        let here: Vec<&str> = args.iter().copied().chain(["--pool", pool]).collect();
+        assert_eq!(cli(data, sock, args), cli(data, None, &here), "{args:?}");
+    }
+    let report: Value =
+        serde_json::from_str(&cli(data, sock, &["invoke", "--snapshot", "json", "--strategy", "pass", "--json"]))
+            .unwrap();
+    assert_eq!(report["vms"][0]["digest"], expected);
+    // The daemon's errors print like local ones; commands that only run here say so.
     let remote = |args: &[&str]| {
         let mut all = vec!["--data-dir", data.to_str().unwrap(), "--socket", daemon.socket.to_str().unwrap()];
         all.extend_from_slice(args);
         snapvisor(&all)
     };
-    let out = remote(&["pool", "ls"]);
+    let out = remote(&["invoke", "--snapshot", "nope", "--strategy", "lazy"]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.starts_with("error: ") && err.contains("no pool"), "{err}");
-    let fsck = remote(&["pool", "fsck"]);
-    assert!(!fsck.status.success() && String::from_utf8_lossy(&fsck.stdout).contains("NOT clean"));
-    // Commands that only run here say so.
+    assert!(!out.status.success() && err.starts_with("error: no snapshot `nope`"), "{err}");
+    let out = remote(&["pool", "ls", "--pool", pool]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("leave out --pool"));
     let out = remote(&["pool", "destroy"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("runs here only"));
+}
+
+#[test]
+fn tcp_requires_the_bearer_token_which_is_never_logged() {
+    let tmp = Tmp::new(&std::env::temp_dir(), "tcp");
+    let data = tmp.0.to_str().unwrap();
+    let out = snapvisor(&["--data-dir", data, "serve", "--tcp", "127.0.0.1:1"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("needs a bearer token"));
+    let token = "loopback-only-token-0123456789";
+    let token_file = tmp.0.join("token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let daemon = Daemon::start(&tmp.0, &["--tcp", &addr.to_string(), "--token-file", token_file.to_str().unwrap()]);
+    for given in [None, Some("loopback-only-token-012345678X"), Some("x")] {
+        let client = Client::tcp(addr, given.map(str::to_string)).unwrap();
+        let answer = client.send(Method::GET, "/healthz", "application/json", vec![]).unwrap();
+        spec().check_response("GET", "/healthz", &answer);
+        assert_eq!(answer.status.as_u16(), 401, "{given:?}");
+        assert_eq!(answer.headers["www-authenticate"], "Bearer");
+    }
+    let client = Client::tcp(addr, Some(token.into())).unwrap();
+    let answer = client.send(Method::GET, "/healthz", "application/json", vec![]).unwrap();
+    spec().check_response("GET", "/healthz", &answer);
+    assert_eq!(answer.status.as_u16(), 200);
+    // The Unix socket needs no token (its mode, 0600, guards it).
+    daemon.api().get("/healthz").expect(200);
+    assert!(!daemon.log().contains(token), "the token was logged");
 }

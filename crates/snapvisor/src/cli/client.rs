@@ -1,5 +1,6 @@
-//! An HTTP/1.1 client for the daemon's Unix socket (hyper), used by the command line's
-//! client mode (`snapvisor --socket PATH ...`), the load benchmark and the tests.
+//! An HTTP/1.1 client for the daemon (hyper), on its Unix socket — the command line's
+//! client mode (`snapvisor --socket PATH ...`), the load benchmark — or on TCP with a
+//! bearer token (the tests).
 //!
 //! One connection per request, on a small runtime of the client's own: a command sends a
 //! handful of requests, so simplicity wins over connection reuse. A daemon's error
@@ -38,10 +39,10 @@ impl std::error::Error for RemoteCause {
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// No daemon answers at the socket.
-    #[error("{}: cannot connect to the daemon", .socket.display())]
+    #[error("{socket}: cannot connect to the daemon")]
     Connect {
-        /// The socket.
-        socket: PathBuf,
+        /// The socket or address.
+        socket: String,
         /// The error.
         #[source]
         source: std::io::Error,
@@ -83,39 +84,82 @@ pub struct Response {
     pub body: Bytes,
 }
 
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+/// Where the daemon listens.
+enum Endpoint {
+    Unix(PathBuf),
+    Tcp(std::net::SocketAddr),
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Unix(path) => write!(f, "{}", path.display()),
+            Endpoint::Tcp(addr) => write!(f, "{addr}"),
+        }
+    }
+}
+
 /// A client of one daemon.
 pub struct Client {
-    socket: PathBuf,
+    endpoint: Endpoint,
+    token: Option<String>,
     runtime: tokio::runtime::Runtime,
 }
 
 impl Client {
     /// A client of the daemon at `socket` (nothing is connected yet).
     pub fn new(socket: &Path) -> std::io::Result<Self> {
+        Self::with(Endpoint::Unix(socket.to_path_buf()), None)
+    }
+
+    /// A client of the daemon's TCP listener, sending `token` as a bearer token if given.
+    pub fn tcp(addr: std::net::SocketAddr, token: Option<String>) -> std::io::Result<Self> {
+        Self::with(Endpoint::Tcp(addr), token)
+    }
+
+    fn with(endpoint: Endpoint, token: Option<String>) -> std::io::Result<Self> {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        Ok(Client { socket: socket.to_path_buf(), runtime })
+        Ok(Client { endpoint, token, runtime })
+    }
+
+    /// An HTTP/1.1 connection to the daemon, and its driver (spawned on this client's
+    /// runtime; it ends once the sender is dropped).
+    async fn connect(&self) -> Result<(Sender, tokio::task::JoinHandle<()>), ClientError> {
+        let connect = |source| ClientError::Connect { socket: self.endpoint.to_string(), source };
+        let http = |e: hyper::Error| ClientError::Http(e.into());
+        match &self.endpoint {
+            Endpoint::Unix(path) => {
+                let io = TokioIo::new(tokio::net::UnixStream::connect(path).await.map_err(connect)?);
+                let (sender, connection) = hyper::client::conn::http1::handshake(io).await.map_err(http)?;
+                Ok((sender, tokio::spawn(async move { drop(connection.await) })))
+            }
+            Endpoint::Tcp(addr) => {
+                let io = TokioIo::new(tokio::net::TcpStream::connect(addr).await.map_err(connect)?);
+                let (sender, connection) = hyper::client::conn::http1::handshake(io).await.map_err(http)?;
+                Ok((sender, tokio::spawn(async move { drop(connection.await) })))
+            }
+        }
     }
 
     /// Sends one request; any status is a response.
     pub fn send(&self, method: Method, path: &str, content_type: &str, body: Vec<u8>) -> Result<Response, ClientError> {
         self.runtime.block_on(async {
-            let stream = tokio::net::UnixStream::connect(&self.socket)
-                .await
-                .map_err(|source| ClientError::Connect { socket: self.socket.clone(), source })?;
-            let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .map_err(|e| ClientError::Http(e.into()))?;
-            let connection = tokio::spawn(connection);
-            let request = Request::builder()
+            let (mut sender, connection) = self.connect().await?;
+            let mut request = Request::builder()
                 .method(method)
                 .uri(path)
                 .header(hyper::header::HOST, "localhost")
-                .header(hyper::header::CONTENT_TYPE, content_type)
-                .body(Full::new(Bytes::from(body)))
-                .map_err(|e| ClientError::Http(e.into()))?;
+                .header(hyper::header::CONTENT_TYPE, content_type);
+            if let Some(token) = &self.token {
+                request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+            }
+            let request = request.body(Full::new(Bytes::from(body))).map_err(|e| ClientError::Http(e.into()))?;
             let response = sender.send_request(request).await.map_err(|e| ClientError::Http(e.into()))?;
             let (parts, body) = response.into_parts();
             let body = Limited::new(body, MAX_RESPONSE_BYTES).collect().await.map_err(ClientError::Http)?.to_bytes();
+            // Closes the connection (no keep-alive between commands' requests).
             drop(sender);
             let _ = connection.await;
             Ok(Response { status: parts.status, headers: parts.headers, body })
