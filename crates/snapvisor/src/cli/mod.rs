@@ -16,7 +16,7 @@ mod run;
 mod serve;
 
 use crate::node::data::DataDir;
-use crate::node::functions::{read_file, Input};
+use crate::node::functions::{read_file, Image, ImageRef, Input};
 use crate::node::{Node, NodeError};
 use args::{Cli, Command, ImageChoice, InputChoice};
 use client::Client;
@@ -146,12 +146,10 @@ fn no_remote_pool(pool: &Option<PathBuf>) -> Result<(), AnyError> {
 
 impl ImageChoice {
     /// The guest, loaded here: a function (built in or registered) or an ELF file.
-    fn load(&self, node: &Node) -> Result<crate::node::functions::Image, NodeError> {
+    fn load(&self, node: &Node) -> Result<Image, NodeError> {
         match (&self.function, &self.image) {
             (Some(name), _) => node.image(name),
-            (None, Some(path)) => {
-                crate::node::functions::Image::load(&crate::node::functions::ImageRef::File(path.clone()))
-            }
+            (None, Some(path)) => Image::load(&ImageRef::File(path.clone())),
             (None, None) => unreachable!("clap requires --function or --image"),
         }
     }

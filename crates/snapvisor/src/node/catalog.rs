@@ -123,10 +123,10 @@ impl Node {
     }
 
     /// Removes what processes killed half-way left in the data directory (temporary
-    /// snapshot directories, uploads, deletions); returns what it removed.
+    /// snapshot directories, uploads, deletions, a daemon's socket being bound); returns
+    /// what it removed.
     pub fn sweep(&self) -> Vec<PathBuf> {
-        let mut removed = store::sweep(&self.data().snapshots());
-        removed.extend(store::sweep(&self.data().images()));
-        removed
+        let data = self.data();
+        [data.root().to_path_buf(), data.snapshots(), data.images()].iter().flat_map(|dir| store::sweep(dir)).collect()
     }
 }

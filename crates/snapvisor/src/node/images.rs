@@ -2,7 +2,7 @@
 //! (the daemon's `PUT /functions/NAME`), checked as ELF guests and stored atomically as
 //! `DATA_DIR/images/NAME.elf`.
 
-use super::functions::{read_file, Image, MAX_FILE_BYTES};
+use super::functions::{read_file, Image, ImageRef, MAX_FILE_BYTES};
 use super::store::{self, check_name};
 use super::{Node, NodeError};
 use serde::Serialize;
@@ -91,8 +91,8 @@ impl Node {
     /// The image of function `name`: built in, or registered.
     pub fn image(&self, name: &str) -> Result<Image, NodeError> {
         check_name("function", name)?;
-        if let Some(found) = snapvisor_guest_images::get(name).filter(|i| i.function) {
-            return Ok(Image { name: name.into(), elf: Cow::Borrowed(found.elf), builtin: true });
+        if builtin(name) {
+            return Image::load(&ImageRef::Function(name.into()));
         }
         let path = self.data().images().join(file_name(name));
         match read_file(&path) {

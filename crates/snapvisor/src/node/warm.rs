@@ -208,11 +208,17 @@ impl WarmSet {
             id
         };
         let (booted, boot_result) = mpsc::sync_channel(1);
-        let vm = VmThread { state: self.state.clone(), id, idle_timeout: self.idle_timeout };
-        let (node, elf) = (node.clone(), image.elf.clone().into_owned());
-        let spawned = std::thread::Builder::new()
-            .name(format!("warm-vm-{id}"))
-            .spawn(move || vm.run(&node, &elf, mem_size, &warmup, timeout, inbox, booted));
+        let vm = VmThread {
+            state: self.state.clone(),
+            id,
+            idle_timeout: self.idle_timeout,
+            node: node.clone(),
+            elf: image.elf.clone().into_owned(),
+            mem_size,
+            warmup,
+            timeout,
+        };
+        let spawned = std::thread::Builder::new().name(format!("warm-vm-{id}")).spawn(move || vm.run(inbox, booted));
         if let Err(e) = spawned {
             lock(&self.state).vms.remove(&id);
             return Err(NodeError::Busy(format!("cannot start a thread for a warm VM: {e}")));
@@ -222,27 +228,25 @@ impl WarmSet {
     }
 }
 
-/// A warm VM's thread.
+/// A warm VM's thread: what it boots, and its place in the set.
 struct VmThread {
     state: Arc<Mutex<State>>,
     id: u64,
     idle_timeout: Duration,
+    node: Arc<Node>,
+    elf: Vec<u8>,
+    mem_size: u64,
+    warmup: Vec<u8>,
+    timeout: Duration,
 }
 
 impl VmThread {
-    #[allow(clippy::too_many_arguments)]
-    fn run(
-        self,
-        node: &Node,
-        elf: &[u8],
-        mem_size: u64,
-        warmup: &[u8],
-        timeout: Duration,
-        inbox: Receiver<Job>,
-        booted: SyncSender<Result<f64, NodeError>>,
-    ) {
+    fn run(self, inbox: Receiver<Job>, booted: SyncSender<Result<f64, NodeError>>) {
         let start = Instant::now();
-        let vm = node.hypervisor().and_then(|hv| Ok(WarmVm::start(hv, elf, mem_size, warmup, timeout)?));
+        let vm = self
+            .node
+            .hypervisor()
+            .and_then(|hv| Ok(WarmVm::start(hv, &self.elf, self.mem_size, &self.warmup, self.timeout)?));
         let mut vm = match vm {
             Ok(vm) => vm,
             Err(e) => {
