@@ -24,6 +24,6 @@ pub(super) fn serve(args: ServeArgs, node: &Node, socket: Option<PathBuf>) -> Re
         warm_idle: std::time::Duration::from_secs(args.warm_idle_secs),
         pool: args.pool,
     };
-    let node = Node::new(node.data().clone());
-    Ok(server::serve(node, config)?)
+    // The daemon owns its node (shared by its threads); this one has opened nothing yet.
+    Ok(server::serve(Node::new(node.data().clone()), config)?)
 }
