@@ -2,7 +2,8 @@
 //! JSON API (axum on tokio) on a Unix socket and optionally on TCP with a bearer token.
 //!
 //! - [`routes`]: the resources; [`error`]: the one error model; [`admission`]: bounded
-//!   VM slots, the bounded queue and the blocking threads that run node work;
+//!   VM slots, the bounded queue and the blocking threads that run node work; [`accept`]:
+//!   bounded connections with a request-head timeout, and the graceful stop;
 //!   [`metrics`]: `/metrics`; [`listen`]: the socket and the daemon lock; [`auth`]: TCP's
 //!   bearer token. `openapi.yaml` describes the API (served at `/openapi.yaml`).
 //!
@@ -13,6 +14,7 @@
 //! pool leases are released by the kernel, temporary files are swept at the next start,
 //! and the daemon mounts nothing and reserves no huge pages of its own.
 
+mod accept;
 mod admission;
 mod auth;
 mod error;
@@ -142,40 +144,34 @@ async fn run(node: Node, config: ServeConfig, drain: Duration) -> Result<(), Ser
     let (stop, stopped) = watch::channel(false);
     let signals = tokio::spawn(wait_for_signal(state.clone(), stop));
     tracing::info!(socket = %config.socket.display(), tcp = ?config.tcp, max_vms = config.max_vms, "listening");
-    let until = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
-    let unix_server = axum::serve(unix, app.clone()).with_graceful_shutdown(until(stopped.clone()));
     let served = async {
         match (tcp, &config.token) {
             (Some(tcp), Some(token)) => {
-                let guarded = app.layer(axum::middleware::from_fn_with_state(token.clone(), auth::require));
-                let tcp_server = axum::serve(tcp, guarded).with_graceful_shutdown(until(stopped.clone()));
-                let (a, b) = tokio::join!(async { unix_server.await }, async { tcp_server.await });
-                a.and(b)
+                let guarded = app.clone().layer(axum::middleware::from_fn_with_state(token.clone(), auth::require));
+                tokio::join!(accept::serve(unix, app, stopped.clone()), accept::serve(tcp, guarded, stopped.clone()));
             }
-            _ => unix_server.await,
+            _ => accept::serve(unix, app, stopped.clone()).await,
         }
     };
     // The drain is bounded: once stopping, in-flight requests get `drain` to finish.
+    let mut stopping = stopped.clone();
     let bounded = async {
-        until(stopped.clone()).await;
+        let _ = stopping.wait_for(|stop| *stop).await;
         tokio::time::sleep(drain).await;
     };
-    let served = tokio::select! {
-        result = served => result,
+    tokio::select! {
+        () = served => {}
         () = bounded => {
             tracing::warn!(drain_ms = drain.as_millis() as u64, "in-flight requests did not finish in time; stopping anyway");
-            Ok(())
         }
-    };
+    }
     signals.abort();
     state.warm.close();
     let _ = std::fs::remove_file(&config.socket);
     // In-flight work ended with its connections; what a vanished client left running is
     // waited for by the runtime's shutdown (at most `drain`).
     tracing::info!(drain_ms = drain.as_millis() as u64, running_vms = state.admission.running(), "stopped");
-    served.map_err(ServeError::Io)
+    Ok(())
 }
 
 /// Waits for SIGTERM or SIGINT, then refuses new work and tells the servers to stop.
