@@ -240,8 +240,19 @@ struct VmThread {
     timeout: Duration,
 }
 
+/// Takes a VM's slot out of the set when its thread ends, however it ends (a panic in
+/// the VMM included), so a dead VM never counts against `--warm-max`.
+struct Vacate<'a>(&'a Mutex<State>, u64);
+
+impl Drop for Vacate<'_> {
+    fn drop(&mut self) {
+        lock(self.0).vms.remove(&self.1);
+    }
+}
+
 impl VmThread {
     fn run(self, inbox: Receiver<Job>, booted: SyncSender<Result<f64, NodeError>>) {
+        let _vacate = Vacate(&self.state, self.id);
         let start = Instant::now();
         let vm = self
             .node

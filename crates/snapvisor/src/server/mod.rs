@@ -179,7 +179,8 @@ async fn wait_for_signal(state: Arc<AppState>, stop: watch::Sender<bool>) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
         tracing::error!("cannot install the SIGTERM/SIGINT handlers; stop the daemon with SIGKILL");
-        return;
+        // Keep `stop` alive: dropping it would read as a stop.
+        return std::future::pending().await;
     };
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: draining"),
