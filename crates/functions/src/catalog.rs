@@ -38,7 +38,8 @@ pub struct InputInfo {
     pub description: &'static str,
     /// The request bytes.
     pub request: &'static [u8],
-    /// Guest memory (MiB) the input needs; the default 1 GiB fits every input.
+    /// Guest memory (MiB) to run the input in: [`TESTED_MEM_MIB`], or more where the input
+    /// needs more (then it does not run in less); the default 1 GiB fits every input.
     pub mem_mib: u64,
 }
 
@@ -82,12 +83,13 @@ pub const MEASURE_INPUT: &str = "B";
 /// The input a six-input run records with; it measures the other five.
 pub const SIX_RECORD_INPUT: &str = "2";
 
-/// Guest memory (MiB) of an input that says nothing else: what the tests run.
-const DEFAULT_MEM_MIB: u64 = 256;
+/// Guest memory (MiB) every input that says nothing else is tested in (it may run in
+/// less); an input with more needs that much.
+pub const TESTED_MEM_MIB: u64 = 256;
 
-/// An input that runs in [`DEFAULT_MEM_MIB`].
+/// An input that runs in [`TESTED_MEM_MIB`].
 const fn entry(name: &'static str, description: &'static str, request: &'static [u8]) -> InputInfo {
-    InputInfo { name, description, request, mem_mib: DEFAULT_MEM_MIB }
+    InputInfo { name, description, request, mem_mib: TESTED_MEM_MIB }
 }
 
 /// An input that needs `mem_mib` of guest memory.

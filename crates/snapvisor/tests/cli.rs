@@ -2,23 +2,12 @@
 //! computation, non-zero exits with clear messages for every failure, snapshots that
 //! survive being killed half-way, and pool imports that survive a crash at any point.
 
-mod common;
+mod support;
 
-use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
-
-/// The host's digest for a built-in input (the CLI measures input B by default).
-fn native_digest_of(function: &str, input: &str) -> String {
-    let request = snapvisor_functions::input(function, input).unwrap();
-    let response = snapvisor_functions::run_native(function, request).unwrap();
-    json(std::str::from_utf8(&response).unwrap())["digest"].as_str().unwrap().to_string()
-}
-
-fn native_digest(function: &str) -> String {
-    native_digest_of(function, "B")
-}
+use support::*;
 
 fn hostile_image() -> PathBuf {
     let tmp = std::env::temp_dir().join(format!("snapvisor-hostile-{}.elf", std::process::id()));
@@ -85,7 +74,7 @@ fn failures_exit_non_zero_with_a_clear_message() {
     let err = fails(snapvisor(&tmp.0, &["run", "--image", "/bin/ls"]));
     assert!(err.contains("invalid guest image"), "{err}");
     let err = fails(snapvisor(&tmp.0, &["run", "--function", "nope"]));
-    assert!(err.contains("no built-in function `nope`"), "{err}");
+    assert!(err.contains("no function `nope`"), "{err}");
     let err = fails(snapvisor(&tmp.0, &["run", "--function", "json", "--mem-mib", "3"]));
     assert!(err.contains("memory size"), "{err}");
     // A malformed request, an input name that does not exist, an oversized request.

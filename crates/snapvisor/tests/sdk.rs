@@ -4,11 +4,11 @@
 //! `snapshot --image`, `record`, and `invoke` with every strategy (`pass` through
 //! `pool init` + `pool import` in a temporary data directory, as root, then `pool destroy`).
 
-mod common;
+mod support;
 
-use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use support::*;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repository root")

@@ -9,7 +9,9 @@
 //! against the host's own computation of the same request. Results: `results.csv` (one
 //! row per VM), `concurrency.csv`, `summary.md` and `concurrency.svg` in the output directory.
 
+pub mod load;
 pub mod memory;
+pub mod oha;
 pub mod pagecache;
 mod plot;
 pub mod report;

@@ -21,6 +21,10 @@ pub struct Cli {
     /// Directory for snapshots and the emulated pool [env: SNAPVISOR_DATA] [default: ./snapvisor-data]
     #[arg(long, global = true)]
     pub data_dir: Option<PathBuf>,
+    /// The daemon's Unix socket: `serve` listens there [default: DATA_DIR/snapvisor.sock]; other
+    /// commands given it (or SNAPVISOR_SOCKET) are sent to that daemon instead of run here.
+    #[arg(long, global = true)]
+    pub socket: Option<PathBuf>,
     /// More logging (-v: info, includes guest console lines; -vv: debug).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
@@ -51,6 +55,11 @@ pub enum Command {
     Pool(PoolCommand),
     /// Benchmark every function and strategy: warm vs SnapStart, and concurrency.
     Bench(BenchArgs),
+    /// Run the node daemon: an HTTP API on a Unix socket (and optionally TCP).
+    Serve(ServeArgs),
+    /// The daemon under load from an established HTTP load generator (oha).
+    #[command(hide = true)]
+    BenchLoad(LoadArgs),
 }
 
 /// Which guest to boot.
@@ -282,6 +291,70 @@ pub struct BenchArgs {
     /// Per-run guest timeout.
     #[arg(long, default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(TIMEOUT_MS))]
     pub timeout_ms: u64,
+}
+
+/// `snapvisor serve`.
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Also listen on this TCP address (e.g. 127.0.0.1:7070); requests there need the bearer token.
+    #[arg(long)]
+    pub tcp: Option<std::net::SocketAddr>,
+    /// File holding the bearer token for TCP [default: the SNAPVISOR_TOKEN environment variable].
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// VMs running at once, over all requests (a request of N VMs takes N); more wait in the queue.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub max_vms: u32,
+    /// Requests that may wait for VMs; beyond them the answer is 429 with Retry-After.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(0..=1024))]
+    pub queue: u32,
+    /// Longest a request waits in the queue before it gets 429.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(TIMEOUT_MS))]
+    pub queue_wait_ms: u64,
+    /// Longest one guest run may take (a request may ask for less); also bounds the drain on SIGTERM.
+    #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(TIMEOUT_MS))]
+    pub timeout_ms: u64,
+    /// Largest guest image accepted by `PUT /functions/NAME`, MiB.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub upload_max_mib: u64,
+    /// Warm VMs kept at most (0: no warm invocations).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(0..=256))]
+    pub warm_max: u32,
+    /// A warm VM idle this long is stopped, in seconds.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub warm_idle_secs: u64,
+    /// Pool for `pass` invocations and imports [default: DATA_DIR/pool/mnt/snapvisor.pool].
+    #[arg(long)]
+    pub pool: Option<PathBuf>,
+    /// Log JSON lines instead of text.
+    #[arg(long)]
+    pub log_json: bool,
+}
+
+/// `snapvisor bench-load`.
+#[derive(Args)]
+pub struct LoadArgs {
+    /// Output directory for load.csv and load.md.
+    #[arg(long, default_value = "results")]
+    pub out: PathBuf,
+    /// Function invoked.
+    #[arg(long, default_value = "json")]
+    pub function: String,
+    /// Strategies, comma-separated: warm and restore strategies [default: warm,lazy,uffd,reap,faasnap,cached,pass].
+    #[arg(long, value_delimiter = ',')]
+    pub strategies: Vec<String>,
+    /// Client concurrency levels, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub concurrency: Vec<u32>,
+    /// Requests per strategy and level.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub requests: u32,
+    /// Longest one strategy and level may run, seconds.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub max_secs: u64,
+    /// Invocations of the leak check (daemon RSS and open files before and after).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub leak_invocations: u32,
 }
 
 /// One concurrency level: 1..=256 VMs, or nothing (an empty list item).

@@ -1,6 +1,6 @@
 //! `bench`: the benchmark's arguments into its configuration; the summary on stdout.
 
-use super::args::BenchArgs;
+use super::args::{BenchArgs, LoadArgs};
 use super::{mib_bytes, timeout, AnyError};
 use crate::bench::{self, BenchConfig};
 use crate::node::Node;
@@ -35,5 +35,27 @@ pub(super) fn bench(args: BenchArgs, node: &Node) -> Result<(), AnyError> {
     println!("{summary}");
     let out = args.out.canonicalize().unwrap_or(args.out);
     println!("results: {}", out.display());
+    Ok(())
+}
+
+/// `bench-load`: the daemon under oha's load; the Markdown section on stdout.
+pub(super) fn load(args: LoadArgs, node: &Node) -> Result<(), AnyError> {
+    let strategies = if args.strategies.is_empty() {
+        crate::bench::load::DEFAULT_STRATEGIES.iter().map(|s| s.to_string()).collect()
+    } else {
+        args.strategies
+    };
+    let config = crate::bench::load::LoadConfig {
+        data: node.data().clone(),
+        out: args.out,
+        function: args.function,
+        strategies,
+        concurrency: args.concurrency,
+        requests: args.requests,
+        max_time: std::time::Duration::from_secs(args.max_secs),
+        leak_invocations: args.leak_invocations,
+    };
+    let results = crate::bench::load::run(&config)?;
+    println!("{}", results.markdown);
     Ok(())
 }

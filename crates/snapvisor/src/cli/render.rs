@@ -72,20 +72,68 @@ impl Write for Capped {
 /// `value` as JSON: pretty-printed when that stays within a few times its compact size
 /// (deeply nested guest output can make indentation grow without bound), compact otherwise.
 pub fn json(value: &impl Serialize) -> Result<String, serde_json::Error> {
-    let compact = serde_json::to_string(value)?;
+    json_text(&serde_json::to_string(value)?)
+}
+
+/// JSON text pretty-printed like [`json`], keys in the order they come (a daemon's report
+/// prints exactly as the same report made here).
+pub fn json_text(compact: &str) -> Result<String, serde_json::Error> {
     let mut pretty = Capped { buf: Vec::new(), limit: 2 * compact.len() + (64 << 10) };
-    if serde_json::to_writer_pretty(&mut pretty, value).is_ok() {
+    let mut from = serde_json::Deserializer::from_str(compact);
+    let mut to = serde_json::Serializer::pretty(&mut pretty);
+    if serde_transcode::transcode(&mut from, &mut to).is_ok() {
         if let Ok(text) = String::from_utf8(pretty.buf) {
             return Ok(text);
         }
     }
-    Ok(compact)
+    // Not pretty-printable within bounds: the compact text, once checked to be JSON.
+    serde_json::from_str::<serde::de::IgnoredAny>(compact)?;
+    Ok(compact.to_string())
 }
 
 /// Prints `value` as JSON on stdout.
 pub fn print_json(value: &impl Serialize) -> Result<(), serde_json::Error> {
     println!("{}", json(value)?);
     Ok(())
+}
+
+/// Fields of a JSON report, read for text output (a missing field reads as 0 or "").
+pub trait Fields {
+    /// A number.
+    fn num(&self, key: &str) -> f64;
+    /// An integer.
+    fn int(&self, key: &str) -> u64;
+    /// A string.
+    fn text(&self, key: &str) -> &str;
+    /// An array's items.
+    fn items(&self, key: &str) -> &[serde_json::Value];
+}
+
+impl Fields for serde_json::Value {
+    fn num(&self, key: &str) -> f64 {
+        self.get(key).and_then(serde_json::Value::as_f64).unwrap_or(0.0)
+    }
+
+    fn int(&self, key: &str) -> u64 {
+        self.get(key).and_then(serde_json::Value::as_u64).unwrap_or(0)
+    }
+
+    fn text(&self, key: &str) -> &str {
+        self.get(key).and_then(serde_json::Value::as_str).unwrap_or("")
+    }
+
+    fn items(&self, key: &str) -> &[serde_json::Value] {
+        self.get(key).and_then(serde_json::Value::as_array).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// A guest's response as a report holds it (its JSON, or its text) for a terminal:
+/// escaped, at most [`RESPONSE_SHOWN`] bytes.
+pub fn response_text(response: &serde_json::Value) -> String {
+    match response {
+        serde_json::Value::String(text) => guest_text(text.as_bytes(), RESPONSE_SHOWN),
+        other => guest_text(other.to_string().as_bytes(), RESPONSE_SHOWN),
+    }
 }
 
 #[cfg(test)]
@@ -117,5 +165,13 @@ mod tests {
         let small = json(&serde_json::json!({"a": [1, 2]})).unwrap();
         assert!(small.contains('\n'), "small values are pretty-printed");
         assert_eq!(json(&value).unwrap(), serde_json::to_string(&value).unwrap());
+    }
+
+    #[test]
+    fn json_text_keeps_the_order_of_keys() {
+        let text = json_text(r#"{"z":1,"a":{"y":[1,2],"b":"\u001b"}}"#).unwrap();
+        assert!(text.find("\"z\"").unwrap() < text.find("\"a\"").unwrap(), "{text}");
+        assert!(text.contains("\\u001b") && text.contains('\n'), "{text}");
+        assert!(json_text("{not json").is_err());
     }
 }

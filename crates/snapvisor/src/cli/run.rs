@@ -1,25 +1,30 @@
 //! `functions`, `run`, `snapshot` and `record`.
 
 use super::args::{RecordArgs, RunArgs, SnapshotArgs};
-use super::render::{escape, guest_text, print_json, RESPONSE_SHOWN};
-use super::{mib_bytes, timeout, AnyError};
-use crate::node::functions::{catalog, Image};
+use super::render::{escape, response_text, Fields};
+use super::{mib_bytes, remote_name, timeout, AnyError, Reply, Target};
 use crate::node::snapshots::SnapshotSpec;
-use crate::node::Node;
-use serde::Serialize;
+use hyper::Method;
+use serde_json::json;
 use snapvisor_vmm::metrics::mib;
 
-pub(super) fn functions(json: bool) -> Result<(), AnyError> {
-    let list = catalog();
+pub(super) fn functions(json: bool, target: &Target) -> Result<(), AnyError> {
+    let reply = match target {
+        Target::Here(node) => Reply::of(&node.functions()?)?,
+        Target::Daemon(client) => Reply::parse(client.call(Method::GET, "/functions", None)?)?,
+    };
     if json {
-        return Ok(print_json(&list)?);
+        return reply.print_json();
     }
-    for f in &list {
-        println!("{:<12} {}", f.name, f.description);
-        println!("{:<12} request: {}", "", f.request);
-        for i in &f.inputs {
-            let memory = if i.mem_mib > 256 { format!(", needs {} MiB", i.mem_mib) } else { String::new() };
-            println!("{:<14}{:>2} {:>9}{memory}  {}", "", i.name, size(i.bytes), i.description);
+    for f in reply.value.as_array().map_or(&[][..], Vec::as_slice) {
+        let name = escape(f.text("name"));
+        println!("{name:<12} {}", escape(f.text("description")));
+        println!("{:<12} request: {}", "", escape(f.text("request")));
+        for i in f.items("inputs") {
+            let mem = i.int("mem_mib");
+            let needs = if mem > 256 { format!(", needs {mem} MiB") } else { String::new() };
+            let size = size(i.int("bytes"));
+            println!("{:<14}{:>2} {size:>9}{needs}  {}", "", escape(i.text("name")), escape(i.text("description")));
         }
     }
     println!(
@@ -29,7 +34,7 @@ pub(super) fn functions(json: bool) -> Result<(), AnyError> {
 }
 
 /// Bytes in B, KB or MB (decimal, like file managers).
-fn size(bytes: usize) -> String {
+fn size(bytes: u64) -> String {
     match bytes {
         0..1_000 => format!("{bytes} B"),
         1_000..1_000_000 => format!("{:.0} KB", bytes as f64 / 1e3),
@@ -37,72 +42,103 @@ fn size(bytes: usize) -> String {
     }
 }
 
-pub(super) fn run(args: RunArgs, node: &Node) -> Result<(), AnyError> {
-    let image = Image::load(&args.image.image_ref())?;
-    let report = node.run(&image, &args.input.input(), mib_bytes(args.mem_mib)?, timeout(args.timeout_ms))?;
-    if args.json {
-        #[derive(Serialize)]
-        struct Out<'a> {
-            response: serde_json::Value,
-            #[serde(flatten)]
-            report: &'a crate::node::invoke::RunReport,
+pub(super) fn run(args: RunArgs, target: &Target) -> Result<(), AnyError> {
+    let reply = match target {
+        Target::Here(node) => {
+            let image = args.image.load(node)?;
+            let report = node.run(&image, &args.input.input(), mib_bytes(args.mem_mib)?, timeout(args.timeout_ms))?;
+            Reply::of(&report)?
         }
-        let text = String::from_utf8_lossy(&report.run.response);
-        let response = serde_json::from_str(&text).unwrap_or_else(|_| serde_json::Value::String(text.into_owned()));
-        print_json(&Out { response, report: &report })?;
-    } else {
-        let run = &report.run;
-        for line in &run.console {
-            println!("[guest] {}", escape(line.trim_end()));
+        Target::Daemon(client) => {
+            let mut body = json!({
+                "function": args.image.remote()?,
+                "mem_mib": args.mem_mib,
+                "timeout_ms": args.timeout_ms,
+            });
+            args.input.add_to(&mut body)?;
+            Reply::parse(client.call(Method::POST, "/runs", Some(&body))?)?
         }
-        println!("{}", guest_text(&run.response, RESPONSE_SHOWN));
-        println!(
-            "{} ({}): VM create {:.2} ms, load {:.2} ms, init {:.2} ms, invoke {:.2} ms ({} KVM page faults)",
-            image.name,
-            escape(&report.input),
-            run.vm_create_ms,
-            run.load_ms,
-            run.init_ms,
-            run.invoke_ms,
-            run.kvm.pf_fixed
-        );
-    }
-    Ok(())
-}
-
-pub(super) fn snapshot(args: SnapshotArgs, node: &Node) -> Result<(), AnyError> {
-    let spec = SnapshotSpec {
-        image: Image::load(&args.image.image_ref())?,
-        out: args.out,
-        mem_size: mib_bytes(args.mem_mib)?,
-        force: args.force,
-        timeout: timeout(args.timeout_ms),
     };
-    let r = node.snapshot(&spec)?;
+    if args.json {
+        return reply.print_json();
+    }
+    let r = &reply.value;
+    for line in r.items("console") {
+        println!("[guest] {}", escape(line.as_str().unwrap_or_default().trim_end()));
+    }
+    println!("{}", response_text(&r["response"]));
     println!(
-        "{}: snapshot of {} after init ({:.1} ms): {} MiB memory, {:.1} MiB data, {} zero ranges, written in {:.1} ms",
-        r.path.display(),
-        r.function,
-        r.init_ms,
-        r.mem_size >> 20,
-        mib(r.data_bytes),
-        r.zero_ranges,
-        r.write_ms
+        "{} ({}): VM create {:.2} ms, load {:.2} ms, init {:.2} ms, invoke {:.2} ms ({} KVM page faults)",
+        escape(r.text("function")),
+        escape(r.text("input")),
+        r.num("vm_create_ms"),
+        r.num("load_ms"),
+        r.num("init_ms"),
+        r.num("invoke_ms"),
+        r["kvm"].int("pf_fixed")
     );
     Ok(())
 }
 
-pub(super) fn record(args: RecordArgs, node: &Node) -> Result<(), AnyError> {
-    let r = node.record(&args.snapshot, &args.input.input(), timeout(args.timeout_ms))?;
+pub(super) fn snapshot(args: SnapshotArgs, target: &Target) -> Result<(), AnyError> {
+    let reply = match target {
+        Target::Here(node) => {
+            let spec = SnapshotSpec {
+                image: args.image.load(node)?,
+                out: args.out,
+                mem_size: mib_bytes(args.mem_mib)?,
+                force: args.force,
+                timeout: timeout(args.timeout_ms),
+            };
+            Reply::of(&node.snapshot(&spec)?)?
+        }
+        Target::Daemon(client) => {
+            let body = json!({
+                "function": args.image.remote()?,
+                "name": args.out.as_deref().map(remote_name).transpose()?,
+                "mem_mib": args.mem_mib,
+                "force": args.force,
+                "timeout_ms": args.timeout_ms,
+            });
+            Reply::parse(client.call(Method::POST, "/snapshots", Some(&body))?)?
+        }
+    };
+    let r = &reply.value;
+    println!(
+        "{}: snapshot of {} after init ({:.1} ms): {} MiB memory, {:.1} MiB data, {} zero ranges, written in {:.1} ms",
+        escape(r.text("path")),
+        escape(r.text("function")),
+        r.num("init_ms"),
+        r.int("mem_size") >> 20,
+        mib(r.int("data_bytes")),
+        r.int("zero_ranges"),
+        r.num("write_ms")
+    );
+    Ok(())
+}
+
+pub(super) fn record(args: RecordArgs, target: &Target) -> Result<(), AnyError> {
+    let reply = match target {
+        Target::Here(node) => {
+            Reply::of(&node.record(&args.snapshot, &args.input.input(), timeout(args.timeout_ms))?)?
+        }
+        Target::Daemon(client) => {
+            let mut body = json!({ "timeout_ms": args.timeout_ms });
+            args.input.add_to(&mut body)?;
+            let path = format!("/snapshots/{}/record", remote_name(&args.snapshot)?);
+            Reply::parse(client.call(Method::POST, &path, Some(&body))?)?
+        }
+    };
+    let r = &reply.value;
     println!(
         "{}: recorded the working sets of {} with input {}: reap {} pages ({:.1} MiB), faasnap {} pages ({:.1} MiB)",
-        r.path.display(),
-        escape(&r.function),
-        escape(&r.input),
-        r.reap_pages,
-        mib(r.reap_pages * 4096),
-        r.faasnap_pages,
-        mib(r.faasnap_pages * 4096)
+        escape(r.text("path")),
+        escape(r.text("function")),
+        escape(r.text("input")),
+        r.int("reap_pages"),
+        mib(r.int("reap_pages") * 4096),
+        r.int("faasnap_pages"),
+        mib(r.int("faasnap_pages") * 4096)
     );
     Ok(())
 }

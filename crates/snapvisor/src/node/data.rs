@@ -6,7 +6,14 @@
 //!   pool/                     the default pool: emulation.json + mnt/ (hugetlbfs or tmpfs mount)
 //!     mnt/snapvisor.pool      the emulated persistent-memory pool
 //!   bench-pool/               the benchmark's own pool, set up and torn down by each run
+//!   images/<name>.elf         guest images registered with the daemon (`PUT /functions/NAME`)
+//!   snapvisor.sock            the daemon's Unix socket (mode 0600)
+//!   snapvisor.lock            held (flock) by the running daemon
 //! ```
+//!
+//! Files are written under a hidden temporary name (`.NAME.partial-PID`,
+//! `.NAME.upload-PID`) and renamed into place; [`crate::node::store::sweep`] removes those
+//! of dead processes.
 
 use snapvisor_vmm::pool::format::EXTENT;
 use snapvisor_vmm::pool::medium::{self, EmulatedKind, EmulationRecord};
@@ -36,7 +43,7 @@ impl DataDir {
 
     /// Default place of a function's snapshot.
     pub fn snapshot(&self, function: &str) -> PathBuf {
-        self.root.join("snapshots").join(function)
+        self.snapshots().join(function)
     }
 
     /// Root of the default pool's emulation.
@@ -47,6 +54,26 @@ impl DataDir {
     /// Path of the default pool.
     pub fn default_pool(&self) -> PathBuf {
         self.pool_root().join("mnt").join(POOL_FILE)
+    }
+
+    /// Directory of the snapshots taken by name.
+    pub fn snapshots(&self) -> PathBuf {
+        self.root.join("snapshots")
+    }
+
+    /// Directory of the registered guest images.
+    pub fn images(&self) -> PathBuf {
+        self.root.join("images")
+    }
+
+    /// Default path of the daemon's Unix socket.
+    pub fn socket(&self) -> PathBuf {
+        self.root.join("snapvisor.sock")
+    }
+
+    /// The file a running daemon holds locked.
+    pub fn lock_file(&self) -> PathBuf {
+        self.root.join("snapvisor.lock")
     }
 
     /// Root of the benchmark's pool.

@@ -11,8 +11,8 @@ use std::path::PathBuf;
 /// Why a node operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
-    /// A function name that is not built in.
-    #[error("no built-in function `{0}` (see `snapvisor functions`)")]
+    /// A function name that is neither built in nor registered.
+    #[error("no function `{0}`: neither built in nor registered (see `snapvisor functions`)")]
     UnknownFunction(String),
     /// A built-in function has no input of that name.
     #[error("{function} has no input `{input}` (its inputs: A, B, 1..6; `--input-text` or `--input-file` send your own request)")]
@@ -52,6 +52,20 @@ pub enum NodeError {
     /// A pool operation failed.
     #[error(transparent)]
     Pool(#[from] PoolError),
+    /// Something named does not exist (a snapshot, a warm VM).
+    #[error("no {what} `{name}`")]
+    Missing {
+        /// What kind of thing.
+        what: &'static str,
+        /// Its name.
+        name: String,
+    },
+    /// The operation conflicts with what exists (a built-in name, a busy VM).
+    #[error("{0}")]
+    Conflict(String),
+    /// The node is at a configured limit; trying again later can succeed.
+    #[error("{0}")]
+    Busy(String),
     /// VMs of one snapshot answered the same request differently.
     #[error("the VMs did not all give the same answer")]
     Inconsistent,
@@ -68,6 +82,8 @@ pub enum ErrorKind {
     Conflict,
     /// The guest or the function failed (it ran, and its failure is the answer).
     Guest,
+    /// The node is at a limit (concurrency, warm VMs); the same request can succeed later.
+    Busy,
     /// The node failed (I/O, KVM, a bug).
     Internal,
 }
@@ -76,7 +92,9 @@ impl NodeError {
     /// The kind of failure.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            NodeError::UnknownFunction(_) | NodeError::NoPool(_) => ErrorKind::NotFound,
+            NodeError::UnknownFunction(_) | NodeError::NoPool(_) | NodeError::Missing { .. } => ErrorKind::NotFound,
+            NodeError::Conflict(_) => ErrorKind::Conflict,
+            NodeError::Busy(_) => ErrorKind::Busy,
             NodeError::UnknownStrategy(_) | NodeError::UnknownInput { .. } | NodeError::Invalid(_) => {
                 ErrorKind::BadRequest
             }

@@ -122,9 +122,14 @@ fn named(info: &'static snapvisor_functions::Info, name: &str) -> Result<Request
     Ok(Request { bytes: Cow::Borrowed(input.request), label: input.name.to_string() })
 }
 
-/// Checks that a built-in input fits the guest memory it will run in.
+/// Checks that a built-in input that needs more memory than most (`mmap`'s larger inputs,
+/// `read-list`'s longest walk) gets it.
 pub fn check_fits(function: &str, request: &Request, mem_size: u64) -> Result<(), NodeError> {
-    let needs = snapvisor_functions::info(function).and_then(|i| i.input(&request.label)).map(|i| i.mem_mib << 20);
+    use snapvisor_functions::catalog::TESTED_MEM_MIB;
+    let needs = snapvisor_functions::info(function)
+        .and_then(|i| i.input(&request.label))
+        .filter(|i| i.mem_mib > TESTED_MEM_MIB)
+        .map(|i| i.mem_mib << 20);
     match needs {
         Some(needs) if needs > mem_size => Err(NodeError::Invalid(format!(
             "{function} input {} needs {} MiB of guest memory, the VM has {} MiB",
@@ -149,39 +154,20 @@ pub struct InputListing {
     pub mem_mib: u64,
 }
 
-/// A built-in function, for listings.
-#[derive(Clone, Debug, Serialize)]
-pub struct FunctionInfo {
-    /// Name.
-    pub name: &'static str,
-    /// What it does.
-    pub description: &'static str,
-    /// What its request is.
-    pub request: String,
-    /// Its inputs: `A` (records), `B` (measured), `1`..`6` (sensitivity: `2` records).
-    pub inputs: Vec<InputListing>,
-}
-
-/// Every built-in function with its inputs.
-pub fn catalog() -> Vec<FunctionInfo> {
+/// What a built-in function takes, in words, and its inputs.
+pub fn describe(info: &snapvisor_functions::Info) -> (String, Vec<InputListing>) {
     use snapvisor_functions::RequestKind;
-    snapvisor_functions::CATALOG
+    let request = match info.request {
+        RequestKind::Empty => "none (any request is ignored)".into(),
+        RequestKind::Params { format } => format!("JSON parameters {format}"),
+        RequestKind::File { what } => format!("the raw bytes of {what}"),
+    };
+    let inputs = info
+        .inputs
         .iter()
-        .map(|i| FunctionInfo {
-            name: i.name,
-            description: i.description,
-            request: match i.request {
-                RequestKind::Empty => "none (any request is ignored)".into(),
-                RequestKind::Params { format } => format!("JSON parameters {format}"),
-                RequestKind::File { what } => format!("the raw bytes of {what}"),
-            },
-            inputs: i
-                .inputs
-                .iter()
-                .map(|x| InputListing { name: x.name, description: x.description, bytes: x.size(), mem_mib: x.mem_mib })
-                .collect(),
-        })
-        .collect()
+        .map(|x| InputListing { name: x.name, description: x.description, bytes: x.size(), mem_mib: x.mem_mib })
+        .collect();
+    (request, inputs)
 }
 
 /// Reads a user-given file: a regular file of at most [`MAX_FILE_BYTES`] (FIFOs, devices

@@ -2,7 +2,7 @@
 //! from one snapshot with one strategy, each serving one request — with their reports.
 
 use super::functions::{check_fits, Image, Input, Role};
-use super::runner::{self, FreshRun};
+use super::runner::{self, FreshRun, VmSample};
 use super::{Node, NodeError};
 use crate::bench::report::{ConcurrencyRow, Row};
 use serde::Serialize;
@@ -44,19 +44,35 @@ pub struct InvokeSpec {
     pub timeout: Duration,
 }
 
-/// A fresh run: boot, init, one invocation.
+/// A guest's response: in JSON, the value itself when it is JSON (the built-in functions
+/// answer JSON), else its text (invalid UTF-8 replaced); the encoder escapes it.
+#[derive(Clone, Debug, Default)]
+pub struct GuestResponse(pub Vec<u8>);
+
+impl Serialize for GuestResponse {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match serde_json::from_slice::<serde_json::Value>(&self.0) {
+            Ok(value) => value.serialize(serializer),
+            Err(_) => serializer.serialize_str(&String::from_utf8_lossy(&self.0)),
+        }
+    }
+}
+
+/// A fresh run of a function (`snapvisor run`, the daemon's `POST /runs`).
 #[derive(Debug, Serialize)]
 pub struct RunReport {
     /// Function (or image) name.
     pub function: String,
     /// Which input ran.
     pub input: String,
-    /// Times, counters and the response.
+    /// The guest's response.
+    pub response: GuestResponse,
+    /// Timings and counters.
     #[serde(flatten)]
     pub run: FreshRun,
 }
 
-/// What a SnapStart of N VMs did.
+/// What a SnapStart of N VMs (or a warm invocation) did.
 #[derive(Debug, Serialize)]
 pub struct InvokeReport {
     /// Function the snapshot was taken of.
@@ -75,11 +91,47 @@ pub struct InvokeReport {
     pub p99_ms: f64,
     /// Host memory of all VMs' guest RAM: private pages summed, shared pages once.
     pub total_mib: f64,
+    /// Booting and initialising the warm VM this request had to start (warm invocations
+    /// without an idle VM only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub boot_ms: Option<f64>,
     /// The first VM's response (all VMs answered the same).
-    #[serde(skip)]
-    pub response: Vec<u8>,
+    pub response: GuestResponse,
     /// One row per VM.
     pub vms: Vec<Row>,
+}
+
+impl InvokeReport {
+    /// The report of `samples` (at least one), all of which must have answered alike.
+    pub fn new(
+        function: String,
+        input: String,
+        strategy: &'static str,
+        medium: String,
+        samples: Vec<VmSample>,
+    ) -> Result<Self, NodeError> {
+        let expected = samples.first().ok_or(NodeError::Inconsistent)?.digest.clone();
+        if samples.iter().any(|s| s.digest != expected) {
+            return Err(NodeError::Inconsistent);
+        }
+        let n = samples.len();
+        let vms: Vec<Row> =
+            samples.iter().map(|s| Row::new(&function, strategy, &medium, n, 0, s, &expected)).collect();
+        let summary = ConcurrencyRow::new(&function, strategy, &medium, n, &samples);
+        Ok(InvokeReport {
+            function,
+            input,
+            strategy,
+            medium,
+            concurrency: n,
+            p50_ms: summary.p50_ms,
+            p99_ms: summary.p99_ms,
+            total_mib: summary.total_mib,
+            boot_ms: None,
+            response: GuestResponse(samples.into_iter().next().map(|s| s.response).unwrap_or_default()),
+            vms,
+        })
+    }
 }
 
 impl Node {
@@ -87,8 +139,9 @@ impl Node {
     pub fn run(&self, image: &Image, input: &Input, mem_size: u64, timeout: Duration) -> Result<RunReport, NodeError> {
         let request = input.resolve(&image.name, Role::Measure)?;
         check_fits(&image.name, &request, mem_size)?;
-        let run = runner::fresh_run(self.hypervisor()?, &image.elf, mem_size, &request.bytes, timeout)?;
-        Ok(RunReport { function: image.name.clone(), input: request.label, run })
+        let mut run = runner::fresh_run(self.hypervisor()?, &image.elf, mem_size, &request.bytes, timeout)?;
+        let response = GuestResponse(std::mem::take(&mut run.response));
+        Ok(RunReport { function: image.name.clone(), input: request.label, response, run })
     }
 
     /// Restores `spec.concurrency` VMs at once and invokes each with the request.
@@ -136,24 +189,6 @@ impl Node {
         let n = spec.concurrency.max(1);
         let samples =
             runner::snapstart(self.hypervisor()?, &source, strategy.as_ref(), &request.bytes, n, spec.timeout)?;
-        let expected = samples[0].digest.clone();
-        if samples.iter().any(|s| s.digest != expected) {
-            return Err(NodeError::Inconsistent);
-        }
-        let name = spec.strategy.name();
-        let vms: Vec<Row> = samples.iter().map(|s| Row::new(&function, name, &medium, n, 0, s, &expected)).collect();
-        let summary = ConcurrencyRow::new(&function, name, &medium, n, &samples);
-        Ok(InvokeReport {
-            function,
-            input: request.label,
-            strategy: name,
-            medium,
-            concurrency: n,
-            p50_ms: summary.p50_ms,
-            p99_ms: summary.p99_ms,
-            total_mib: summary.total_mib,
-            response: samples.into_iter().next().map(|s| s.response).unwrap_or_default(),
-            vms,
-        })
+        InvokeReport::new(function, request.label, spec.strategy.name(), medium, samples)
     }
 }

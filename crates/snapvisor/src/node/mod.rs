@@ -4,19 +4,27 @@
 //! strategy, import it into the pool, ...) into VMM calls and a serialisable report.
 //!
 //! - [`functions`]: guest images (built-in or the user's own ELF) and the requests they get.
+//! - [`images`]: the functions a node runs, and user images registered by name.
 //! - [`snapshots`]: taking snapshots and recording working sets.
+//! - [`catalog`]: the snapshots kept by name (list, show, delete, sweep).
 //! - [`invoke`]: fresh runs and SnapStarts (N VMs at once), with their reports.
+//! - [`warm`]: the keep-alive set of warm VMs (the daemon's warm invocations).
 //! - [`pool`]: the persistent-memory pool (init, import, ls, rm, fsck, destroy).
 //! - [`runner`]: the measured operations underneath (shared with the benchmark).
 //! - [`data`]: where files live (the data directory and its emulated pool).
+//! - [`store`]: names, atomic writes and removals in the data directory.
 
+pub mod catalog;
 pub mod data;
 mod error;
 pub mod functions;
+pub mod images;
 pub mod invoke;
 pub mod pool;
 pub mod runner;
 pub mod snapshots;
+pub mod store;
+pub mod warm;
 
 pub use error::{ErrorKind, NodeError};
 

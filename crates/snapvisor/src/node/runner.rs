@@ -119,6 +119,11 @@ impl WarmVm {
         Ok(WarmVm { vm, timeout })
     }
 
+    /// Sets the longest time later invocations may take.
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
     /// One warm invocation (the VM is ready again afterwards).
     pub fn invoke(&mut self, request: &[u8]) -> Result<VmSample, RunError> {
         let inv = self.vm.invoke(request, self.timeout)?;
