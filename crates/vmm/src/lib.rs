@@ -9,10 +9,17 @@
 //! - [`pool`]: the VMM-managed persistent-memory pool of PASS.
 //! - [`uffd`]: thin userfaultfd wrappers.
 //! - [`metrics`]: host-side page faults and memory of a VM.
+//! - [`files`], [`checksum`], [`escape`]: reading untrusted files with bounds, writing
+//!   files atomically, the formats' checksums, and making untrusted text safe to show.
+//! - [`fuzzing`]: the entry points of the fuzz targets (`fuzz/`), replayed by the tests.
 //!
 //! `docs/ARCHITECTURE.md` follows a snapshot, a restore and an invocation through them.
 
 pub mod boot;
+pub mod checksum;
+pub mod escape;
+pub mod files;
+pub mod fuzzing;
 pub mod loader;
 pub mod machine;
 pub mod metrics;
