@@ -5,12 +5,19 @@
 //! memory, an accepted working set's runs are inside it, ...), so a broken promise is a
 //! crash the fuzzer finds.
 //!
+//! A checksum would stop most mutations at its check, so the targets also decode a copy of
+//! the input with its checksums recomputed ([`seal`]): the code behind the check is
+//! fuzzed too (the checks themselves are unit-tested with every single-byte change).
+//!
 //! The entry points live in the library so that the normal test run replays every file of
 //! `fuzz/corpus/<target>/` and `fuzz/artifacts/<target>/` through them on stable
 //! (`tests/fuzz_replay.rs`): a regression shows up in `cargo test`, not only under a fuzzer.
 
 use crate::loader::GuestImage;
-use crate::pool::format::{Index, PoolMeta, Superblock, EXTENT, MAX_POOL_SIZE, MIN_POOL_SIZE};
+use crate::pool::format::{
+    slot_offset, Index, PoolMeta, Superblock, COMMIT_OFFSET, EXTENT, MAX_POOL_SIZE, MIN_POOL_SIZE, SLOT0_OFFSET,
+    SLOT_SIZE,
+};
 use crate::pool::region::{MappedRegion, Region};
 use crate::pool::Pool;
 use crate::snapshot::working_set::{decode_header, Expected, WorkingSetKind};
@@ -42,12 +49,28 @@ pub fn target(name: &str) -> Option<fn(&[u8])> {
     TARGETS.iter().find(|(n, _)| *n == name).map(|(_, f)| *f)
 }
 
+/// Stores the CRC-64 of `bytes[covered]` at `bytes[at..at + 8]`, where both are inside.
+fn seal(bytes: &mut [u8], at: usize, covered: std::ops::Range<usize>) {
+    if at + 8 <= bytes.len() && covered.end <= bytes.len() && covered.start <= covered.end {
+        let crc = crate::checksum::crc64(&bytes[covered]);
+        bytes[at..at + 8].copy_from_slice(&crc.to_le_bytes());
+    }
+}
+
 fn u64_at(data: &[u8], at: usize) -> u64 {
     data.get(at..at + 8).map_or(0, |b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
 }
 
-/// `manifest.json` ([`Manifest::decode`]).
+/// `manifest.json` ([`Manifest::decode`]), as given and re-sealed.
 pub fn manifest(data: &[u8]) {
+    check_manifest(data);
+    if let Ok(mut m) = serde_json::from_slice::<Manifest>(data) {
+        m.seal();
+        check_manifest(&m.encode());
+    }
+}
+
+fn check_manifest(data: &[u8]) {
     let Ok(m) = Manifest::decode(data, Path::new("manifest.json")) else { return };
     assert!(check_mem_size(Path::new(""), m.mem_size).is_ok());
     let pages = m.mem_size / PAGE_SIZE;
@@ -58,17 +81,38 @@ pub fn manifest(data: &[u8]) {
     }
 }
 
-/// `vmstate.bin` (the state-file decoder).
+/// `vmstate.bin` (the state-file decoder), as given and with its length and CRC fixed.
 pub fn vmstate(data: &[u8]) {
-    if let Ok((state, _)) = decode_state_file(data, Path::new("vmstate.bin")) {
-        assert!(check_mem_size(Path::new(""), state.mem_size).is_ok());
+    let mut fixed = data.to_vec();
+    if fixed.len() >= 32 {
+        let body = fixed.len() as u64 - 32;
+        fixed[16..24].copy_from_slice(&body.to_le_bytes());
+        let end = fixed.len() - 8;
+        seal(&mut fixed, end, 0..end);
+    }
+    for input in [data, &fixed] {
+        if let Ok((state, _)) = decode_state_file(input, Path::new("vmstate.bin")) {
+            assert!(check_mem_size(Path::new(""), state.mem_size).is_ok());
+        }
     }
 }
 
-/// A working set's header and run table, for a snapshot whose memory size and digest the
-/// input's header names (so that the fuzzer gets past the cross-checks) and a file as long
-/// as the header says (when that does not overflow).
+/// A working set's header and run table, as given and with its CRC fixed, for a snapshot
+/// whose memory size and digest the input's header names (so that the fuzzer gets past the
+/// cross-checks) and a file as long as the header says (when that does not overflow).
 fn working_set(data: &[u8], kind: WorkingSetKind) {
+    let mut fixed = data.to_vec();
+    let n = u64_at(data, 32);
+    if let Some(table_end) = n.checked_mul(16).and_then(|t| t.checked_add(72)).filter(|&e| e <= data.len() as u64) {
+        let mut covered = fixed[..64].to_vec();
+        covered.extend_from_slice(&fixed[72..table_end as usize]);
+        fixed[64..72].copy_from_slice(&crate::checksum::crc64(&covered).to_le_bytes());
+    }
+    working_set_once(data, kind);
+    working_set_once(&fixed, kind);
+}
+
+fn working_set_once(data: &[u8], kind: WorkingSetKind) {
     let mem_size = u64_at(data, 16);
     let mem_size = if check_mem_size(Path::new(""), mem_size).is_ok() { mem_size } else { layout::MIN_MEM_SIZE };
     let expected = Expected { kind, mem_size, memory_digest: u64_at(data, 24) };
@@ -91,16 +135,33 @@ pub fn ws_faasnap(data: &[u8]) {
     working_set(data, WorkingSetKind::Faasnap);
 }
 
-/// A pool's superblock.
+/// A pool's superblock, as given and with its CRC fixed.
 pub fn pool_superblock(data: &[u8]) {
-    if let Ok(sb) = Superblock::decode(data) {
-        assert!((MIN_POOL_SIZE..=MAX_POOL_SIZE).contains(&sb.size) && sb.size % EXTENT == 0);
+    let mut fixed = data.to_vec();
+    seal(&mut fixed, 4088, 0..4088);
+    for input in [data, &fixed] {
+        if let Ok(sb) = Superblock::decode(input) {
+            assert!((MIN_POOL_SIZE..=MAX_POOL_SIZE).contains(&sb.size) && sb.size % EXTENT == 0);
+        }
     }
 }
 
-/// A metadata slot (the generation it must hold is the one it names) and the table's rules
-/// for a pool just large enough for its bitmap.
+/// A slot with its body's CRC fixed (where its length field fits the bytes).
+fn sealed_slot(data: &[u8]) -> Vec<u8> {
+    let mut fixed = data.to_vec();
+    let body_end = u64_at(data, 16).checked_add(32).map_or(usize::MAX, |e| e.min(usize::MAX as u64) as usize);
+    seal(&mut fixed, 24, 32..body_end);
+    fixed
+}
+
+/// A metadata slot (the generation it must hold is the one it names), as given and with its
+/// CRC fixed, and the table's rules for a pool just large enough for its bitmap.
 pub fn pool_slot(data: &[u8]) {
+    pool_slot_once(data);
+    pool_slot_once(&sealed_slot(data));
+}
+
+fn pool_slot_once(data: &[u8]) {
     let Ok(meta) = PoolMeta::decode_slot(data, u64_at(data, 8)) else { return };
     let pool_size = (meta.allocated.len() as u64 * 64 * EXTENT).clamp(MIN_POOL_SIZE, MAX_POOL_SIZE);
     if meta.check(pool_size).is_ok() {
@@ -128,17 +189,34 @@ pub fn pool_index(data: &[u8]) {
 /// Bytes of the in-memory pool of [`pool_image`].
 const IMAGE_POOL: u64 = 8 * EXTENT;
 
-/// A whole pool image in memory: the input's first part is written at offset 0 (superblock,
-/// commit record, slots), its second part at extent 1 (a snapshot's state and index), split
-/// where the first two bytes say; then the pool is opened, listed and checked.
+/// A whole pool image in memory, from three parts of the input (their lengths in its first
+/// four bytes): the head (superblock and commit record) at offset 0, a metadata slot where
+/// the commit record points, and a snapshot's state and index at extent 1. The superblock's
+/// and the slot's CRCs are fixed, and so are the CRCs of the blobs the table names. The
+/// pool is opened, listed and checked.
 pub fn pool_image(data: &[u8]) {
-    let split =
-        usize::from(u16::from_le_bytes([data.first().copied().unwrap_or(0), data.get(1).copied().unwrap_or(0)]));
-    let rest = data.get(2..).unwrap_or_default();
-    let (meta, extent) = rest.split_at(split.min(rest.len()));
+    let len = |at: usize| {
+        usize::from(u16::from_le_bytes([data.get(at).copied().unwrap_or(0), data.get(at + 1).copied().unwrap_or(0)]))
+    };
+    let rest = data.get(4..).unwrap_or_default();
+    let (head, rest) = rest.split_at(len(0).min(rest.len()).min(SLOT0_OFFSET as usize));
+    let (slot, extent) = rest.split_at(len(2).min(rest.len()));
     let Ok(region) = MappedRegion::anonymous(IMAGE_POOL as usize) else { return };
-    region.store(0, &meta[..meta.len().min(EXTENT as usize)]);
+    let mut head = head.to_vec();
+    seal(&mut head, 4088, 0..4088);
+    region.store(0, &head);
+    let generation = if head.len() >= (COMMIT_OFFSET + 8) as usize { region.load_u64(COMMIT_OFFSET) } else { 0 };
     region.store(EXTENT, &extent[..extent.len().min(EXTENT as usize)]);
+    let mut slot = sealed_slot(slot);
+    if let Ok(mut meta) = PoolMeta::decode_slot(&slot, generation) {
+        for blob in meta.snapshots.iter_mut().flat_map(|e| [&mut e.state, &mut e.index]) {
+            if blob.offset.checked_add(blob.len).is_some_and(|end| end <= IMAGE_POOL) {
+                blob.crc64 = crate::checksum::crc64(region.bytes(blob.offset, blob.len));
+            }
+        }
+        slot = meta.encode_slot(generation).unwrap_or(slot);
+    }
+    region.store(slot_offset(generation % 2), &slot[..slot.len().min(SLOT_SIZE as usize)]);
     let Ok(pool) = Pool::open_in_memory(Box::new(region)) else { return };
     let report = pool.fsck(false);
     if let Ok(info) = pool.info() {
