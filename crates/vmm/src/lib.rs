@@ -94,3 +94,15 @@ pub enum Error {
         actual: Phase,
     },
 }
+
+/// An error and its causes on one line (`error: cause: cause`), each cause once.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}

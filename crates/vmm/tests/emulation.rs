@@ -7,28 +7,12 @@ mod common;
 
 use common::*;
 use snapvisor_vmm::pool::medium::{self, EmulatedKind, EmulationRecord, MediumError};
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 fn mounted_at(path: &Path) -> bool {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     let path = path.canonicalize().unwrap_or(path.to_path_buf());
     info.lines().any(|l| l.split(' ').nth(4) == Some(&*path.to_string_lossy()))
-}
-
-fn mount_tmpfs(target: &Path, source: &str) {
-    let c = |s: &[u8]| CString::new(s).unwrap();
-    let (src, tgt) = (c(source.as_bytes()), c(target.as_os_str().as_bytes()));
-    // SAFETY: valid C strings; mount(2) copies them.
-    let rc = unsafe { libc::mount(src.as_ptr(), tgt.as_ptr(), c"tmpfs".as_ptr(), 0, c"size=1m".as_ptr().cast()) };
-    assert_eq!(rc, 0, "mount tmpfs at {}: {}", target.display(), std::io::Error::last_os_error());
-}
-
-fn unmount(target: &Path) {
-    let tgt = CString::new(target.as_os_str().as_bytes()).unwrap();
-    // SAFETY: valid C string.
-    unsafe { libc::umount2(tgt.as_ptr(), libc::MNT_DETACH) };
 }
 
 fn nr_hugepages() -> u64 {
@@ -95,11 +79,11 @@ fn damaged_or_forged_records_change_nothing() {
 
     // A consistent record naming another mount (one the test made).
     let other = TempDir::new("emu-other");
-    mount_tmpfs(other.path(), "other");
+    let other_mount = mount("tmpfs", other.path(), "size=1m");
     forge(&|r| r.mount = other.path().canonicalize().unwrap());
     assert!(matches!(refused("another mount"), MediumError::Record { .. }));
     assert!(mounted_at(other.path()));
-    unmount(other.path());
+    drop(other_mount);
 
     // A consistent record whose token no marker in the mount carries.
     forge(&|r| r.token = "0".repeat(32));
@@ -107,10 +91,10 @@ fn damaged_or_forged_records_change_nothing() {
 
     // Something else mounted over ours: not unmounted.
     std::fs::write(&record_path, &good).unwrap();
-    mount_tmpfs(&mnt, "other");
+    let on_top = mount("tmpfs", &mnt, "size=1m");
     let err = medium::teardown_emulation(root.path()).expect_err("a foreign mount on top");
     assert!(matches!(err, MediumError::NotOurs { .. }), "{err}");
-    unmount(&mnt);
+    drop(on_top);
 
     // The genuine record: undone.
     let undone = medium::teardown_emulation(root.path()).expect("teardown").expect("a record");
@@ -124,16 +108,7 @@ fn huge_pages_beyond_the_available_memory_are_not_asked_for() {
         return;
     }
     let root = TempDir::new("emu-nohuge");
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
-    let total_kib: u64 = meminfo
-        .lines()
-        .find(|l| l.starts_with("MemTotal:"))
-        .unwrap()
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
+    let total_kib = snapvisor_vmm::metrics::proc_field("/proc/meminfo", "MemTotal").unwrap();
     let pages = nr_hugepages();
     // Twice the machine's memory in 2 MiB pages: the kernel would hand out all it has.
     let err = medium::setup_emulation(root.path(), total_kib / 1024, EmulatedKind::Hugetlbfs).unwrap_err();

@@ -9,35 +9,14 @@
 mod common;
 
 use common::*;
-use snapvisor_vmm::pool::{Pool, PoolError};
+use snapvisor_vmm::files::FileError;
+use snapvisor_vmm::pool::PoolError;
 use snapvisor_vmm::restore::{restore, strategy, RestoreError, RestoredVm, SnapshotSource, Strategy};
 use snapvisor_vmm::snapshot::SnapshotError;
 use snapvisor_vmm::{Error, MicroVm};
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 const CHILD: &str = "SNAPVISOR_EXHAUSTION_CHILD";
-
-fn mount(fstype: &str, target: &Path, options: &str) {
-    let c = |s: &[u8]| CString::new(s).unwrap();
-    let (src, fs, tgt, opts) =
-        (c(b"snapvisor-test"), c(fstype.as_bytes()), c(target.as_os_str().as_bytes()), c(options.as_bytes()));
-    // SAFETY: valid C strings; mount(2) copies them.
-    let rc = unsafe { libc::mount(src.as_ptr(), tgt.as_ptr(), fs.as_ptr(), 0, opts.as_ptr().cast()) };
-    assert_eq!(rc, 0, "mount {fstype} at {}: {}", target.display(), std::io::Error::last_os_error());
-}
-
-/// Unmounts `target` when dropped (also when the test fails).
-struct Mounted<'a>(&'a Path);
-
-impl Drop for Mounted<'_> {
-    fn drop(&mut self) {
-        let tgt = CString::new(self.0.as_os_str().as_bytes()).unwrap();
-        // SAFETY: valid C string.
-        unsafe { libc::umount2(tgt.as_ptr(), libc::MNT_DETACH) };
-    }
-}
 
 fn restore_vm(hv: &snapvisor_vmm::Hypervisor, dir: &Path, s: Strategy) -> Result<RestoredVm, Error> {
     restore(hv, &SnapshotSource::Dir(dir.to_path_buf()), strategy(s).as_ref())
@@ -51,13 +30,9 @@ fn answers(vm: &mut RestoredVm) -> bool {
 #[test]
 fn a_full_pool_refuses_an_import_and_running_vms_run_on() {
     let Some(hv) = hypervisor("a_full_pool_refuses_an_import_and_running_vms_run_on") else { return };
-    let snaps = TempDir::new("full-snaps");
-    let dir = snaps.path().join("json");
-    take_snapshot(&hv, "json", &dir);
+    let (_snaps, dir) = snapshot_in(&hv, "json", "full-snaps");
     let shm = TempDir::new_in(Path::new("/dev/shm"), "full-pool");
-    let path = shm.path().join("pool");
-    Pool::create(&path, 16 << 20).expect("create");
-    let pool = Pool::open(&path).expect("open");
+    let pool = shm_pool(&shm, 16 << 20);
     pool.import(&dir, "a", &mut |_, _| {}).expect("the first import fits");
     let source = SnapshotSource::Pool { pool: pool.clone(), id: "a".into() };
     let mut vm = restore(&hv, &source, strategy(Strategy::Pass).as_ref()).expect("restore");
@@ -74,13 +49,8 @@ fn a_full_pool_refuses_an_import_and_running_vms_run_on() {
 
 #[test]
 fn no_huge_pages_for_copy_on_write_is_a_typed_error() {
-    let Some(hv) = hypervisor("no_huge_pages_for_copy_on_write_is_a_typed_error") else { return };
-    if !is_root("no_huge_pages_for_copy_on_write_is_a_typed_error") {
-        return;
-    }
-    let snaps = TempDir::new("cow-snaps");
-    let dir = snaps.path().join("json");
-    take_snapshot(&hv, "json", &dir);
+    let Some(hv) = hypervisor_as_root("no_huge_pages_for_copy_on_write_is_a_typed_error") else { return };
+    let (_snaps, dir) = snapshot_in(&hv, "json", "cow-snaps");
     // A hugetlbfs mount limited to the pool's own 8 pages: a private mapping of the pool
     // cannot reserve its copy-on-write pages there, whatever the rest of the machine has.
     let mnt = TempDir::new("cow-mnt");
@@ -89,11 +59,8 @@ fn no_huge_pages_for_copy_on_write_is_a_typed_error() {
     let before = read_nr();
     std::fs::write(nr, (before + 8).to_string()).unwrap();
     let result = std::panic::catch_unwind(|| {
-        mount("hugetlbfs", mnt.path(), "pagesize=2M,size=16M");
-        let _mounted = Mounted(mnt.path());
-        let path = mnt.path().join("pool");
-        Pool::create(&path, 16 << 20).expect("create");
-        let pool = Pool::open(&path).expect("open");
+        let _mounted = mount("hugetlbfs", mnt.path(), "pagesize=2M,size=16M");
+        let pool = shm_pool(&mnt, 16 << 20);
         pool.import(&dir, "json", &mut |_, _| {}).expect("import");
         let source = SnapshotSource::Pool { pool: pool.clone(), id: "json".into() };
         match restore(&hv, &source, strategy(Strategy::Pass).as_ref()) {
@@ -113,18 +80,16 @@ fn no_huge_pages_for_copy_on_write_is_a_typed_error() {
 
 #[test]
 fn a_full_disk_during_a_snapshot_leaves_nothing_half_written() {
-    let Some(hv) = hypervisor("a_full_disk_during_a_snapshot_leaves_nothing_half_written") else { return };
-    if !is_root("a_full_disk_during_a_snapshot_leaves_nothing_half_written") {
+    let Some(hv) = hypervisor_as_root("a_full_disk_during_a_snapshot_leaves_nothing_half_written") else {
         return;
-    }
+    };
     let disk = TempDir::new("full-disk");
-    mount("tmpfs", disk.path(), "size=2m");
-    let _mounted = Mounted(disk.path());
+    let _mounted = mount("tmpfs", disk.path(), "size=2m");
     let (mut vm, _) = MicroVm::boot(&hv, image("json"), MEM).expect("boot");
     vm.wait_ready(TIMEOUT).expect("init");
     let target = disk.path().join("json");
     match vm.snapshot(&hv, "json", image("json"), &target, false) {
-        Err(Error::Snapshot(SnapshotError::Io { source, .. })) => {
+        Err(Error::Snapshot(SnapshotError::File(FileError::Io { source, .. }))) => {
             assert_eq!(source.raw_os_error(), Some(libc::ENOSPC), "{source}")
         }
         other => panic!("{:?}", other.map(|m| m.function)),
@@ -138,8 +103,7 @@ fn a_full_disk_during_a_snapshot_leaves_nothing_half_written() {
     assert_eq!(digest(&inv.response), native_digest("json", request("json")));
     // Working sets that do not fit either: the snapshot keeps none, and no partial file.
     let small = TempDir::new("full-disk-ws");
-    mount("tmpfs", small.path(), "size=12m");
-    let _small = Mounted(small.path());
+    let _small = mount("tmpfs", small.path(), "size=12m");
     let dir = small.path().join("json");
     take_snapshot(&hv, "json", &dir);
     let err = snapvisor_vmm::restore::record(&hv, &dir, request("json").as_bytes(), TIMEOUT).expect_err("ENOSPC");
@@ -224,16 +188,7 @@ fn running_out_of_memory_for_vms_is_a_typed_error() {
     if std::env::var(CHILD).as_deref() == Ok("memory-limit") {
         // Room for the process as it is and for a few more VMs' address space.
         let limit = || {
-            let status = std::fs::read_to_string("/proc/self/status").unwrap();
-            let vm_kib: u64 = status
-                .lines()
-                .find(|l| l.starts_with("VmSize:"))
-                .unwrap()
-                .split_whitespace()
-                .nth(1)
-                .unwrap()
-                .parse()
-                .unwrap();
+            let vm_kib = snapvisor_vmm::metrics::proc_field("/proc/self/status", "VmSize").unwrap();
             set_limit(libc::RLIMIT_AS, vm_kib * 1024 + 4 * MEM + (256 << 20));
         };
         return restore_until_exhausted(Strategy::Lazy, limit, libc::ENOMEM, "memory-limit");

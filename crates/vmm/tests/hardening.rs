@@ -62,9 +62,7 @@ fn mkfifo(path: &Path) {
 
 /// A recorded json snapshot (both working sets) in a temporary directory.
 fn recorded(hv: &snapvisor_vmm::Hypervisor, tag: &str) -> (TempDir, PathBuf) {
-    let tmp = TempDir::new(tag);
-    let dir = tmp.path().join("good");
-    take_snapshot(hv, "json", &dir);
+    let (tmp, dir) = snapshot_in(hv, "json", tag);
     record(hv, &dir, request("json").as_bytes(), TIMEOUT).expect("record");
     (tmp, dir)
 }
@@ -151,7 +149,8 @@ fn every_stored_checksum_is_checked_and_fields_cross_checked() {
     let Some(hv) = hypervisor("every_stored_checksum_is_checked_and_fields_cross_checked") else { return };
     let (_tmp, good) = recorded(&hv, "damage");
     // Any manifest field changed: the manifest's own checksum.
-    let changes: [(&str, fn(&mut Manifest)); 4] = [
+    type Change = (&'static str, fn(&mut Manifest));
+    let changes: [Change; 4] = [
         ("state-bytes", |m| m.state.bytes += 1),
         ("digest", |m| m.memory.digest = snapvisor_vmm::checksum::digest_string(1)),
         ("zero-shift", |m| m.memory.zero_ranges[0].first += 1),
@@ -210,13 +209,10 @@ fn damaged_working_set_data_voids_the_run() {
 #[test]
 fn a_forged_pool_bitmap_cannot_hand_out_another_snapshots_extents() {
     let Some(hv) = hypervisor("a_forged_pool_bitmap_cannot_hand_out_another_snapshots_extents") else { return };
-    let snaps = TempDir::new("bitmap-snaps");
-    let dir = snaps.path().join("json");
-    take_snapshot(&hv, "json", &dir);
+    let (_snaps, dir) = snapshot_in(&hv, "json", "bitmap-snaps");
     let shm = TempDir::new_in(Path::new("/dev/shm"), "bitmap-pool");
     let path = shm.path().join("pool");
-    Pool::create(&path, 64 << 20).expect("create");
-    let pool = Pool::open(&path).expect("open");
+    let pool = shm_pool(&shm, 64 << 20);
     let a = pool.import(&dir, "a", &mut |_, _| {}).expect("import");
     let generation = pool.info().unwrap().generation;
     // Rewrite the committed slot with a's extents marked free, checksum and all.

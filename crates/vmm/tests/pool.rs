@@ -13,13 +13,6 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
-/// A pool on tmpfs (`/dev/shm`), which needs no mount.
-fn shm_pool(tmp: &TempDir, size: u64) -> Arc<Pool> {
-    let path = tmp.path().join("pool");
-    Pool::create(&path, size).expect("create pool");
-    Pool::open(&path).expect("open pool")
-}
-
 fn pass_invoke(hv: &snapvisor_vmm::Hypervisor, pool: &Arc<Pool>, id: &str, request: &str) -> Vec<u8> {
     let source = SnapshotSource::Pool { pool: pool.clone(), id: id.into() };
     let mut vm = restore(hv, &source, strategy(Strategy::Pass).as_ref()).expect("restore");

@@ -191,7 +191,7 @@ impl Checker<'_> {
             Ok(pool) => pool,
             // Before `create` finished, "no pool" is the old state: a superblock that is not valid.
             Err(super::PoolError::Superblock { .. }) if self.op.old.is_none() => return Ok(()),
-            Err(e) => return Err(describe(super::fsck::chain(&e))),
+            Err(e) => return Err(describe(crate::error_chain(&e))),
         };
         let report = pool.fsck(false);
         if !report.is_clean() {

@@ -122,14 +122,7 @@ impl Dir {
 }
 
 fn meminfo(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
+    crate::metrics::proc_field("/proc/meminfo", field).unwrap_or(0)
 }
 
 fn read_nr_hugepages() -> io::Result<u64> {

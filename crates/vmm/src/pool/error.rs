@@ -140,7 +140,7 @@ pub enum PoolError {
         max: u64,
     },
     /// A snapshot id that cannot be stored.
-    #[error("snapshot id `{0}` must be 1..=128 printable characters without '/'")]
+    #[error("snapshot id `{0}` must be 1..=128 visible characters without '/'")]
     Id(String),
     /// `pool init` on a path that exists.
     #[error("{}: already exists", .0.display())]

@@ -29,18 +29,6 @@ impl FsckReport {
     }
 }
 
-/// An error and its causes on one line.
-pub(crate) fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
-}
-
 impl Pool {
     /// Checks the whole pool; with `deep`, also re-hashes every snapshot's memory.
     pub fn fsck(&self, deep: bool) -> FsckReport {
@@ -48,7 +36,7 @@ impl Pool {
         let (generation, meta) = match self.read_meta() {
             Ok(m) => m,
             Err(e) => {
-                report.problems.push(chain(&e));
+                report.problems.push(crate::error_chain(&e));
                 return report;
             }
         };
@@ -72,7 +60,7 @@ impl Pool {
                 .load_entry(entry)
                 .and_then(|(index, _)| if deep { self.check_digest(entry, &index) } else { Ok(()) });
             if let Err(e) = checked {
-                report.problems.push(chain(&e));
+                report.problems.push(crate::error_chain(&e));
             }
         }
         report

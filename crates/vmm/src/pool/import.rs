@@ -34,7 +34,7 @@ impl Pool {
         let _update = self.lock_updates()?;
         let (generation, mut meta) = self.read_meta()?;
         if meta.snapshots.iter().any(|s| s.id == id) {
-            return Err(PoolError::Exists { path: self.path.clone(), id: id.into() });
+            return Err(PoolError::Exists { path: self.path.clone(), id: crate::escape::escape(id) });
         }
         let extents = self.superblock.extents();
         let owned = meta.derived(extents);
@@ -84,7 +84,7 @@ impl Pool {
                             hasher.update(dst);
                             Ok(())
                         })
-                        .map_err(|source| SnapshotError::Io { path: snapshot.memory_path(), what: "read", source })?;
+                        .map_err(crate::snapshot::io_err(&snapshot.memory_path(), "read"))?;
                     self.persist(extent * EXTENT, EXTENT)?;
                     next_data.next();
                 }

@@ -96,18 +96,7 @@ impl fmt::Display for Medium {
 /// Why a path cannot hold a pool, or the emulated medium cannot be set up or undone.
 #[derive(Debug, thiserror::Error)]
 pub enum MediumError {
-    /// Filesystem calls failed.
-    #[error("{}: {what}", .path.display())]
-    Io {
-        /// Path.
-        path: PathBuf,
-        /// What was being done.
-        what: &'static str,
-        /// The error.
-        #[source]
-        source: io::Error,
-    },
-    /// A file could not be read as required.
+    /// A filesystem call failed, or a file could not be read as required.
     #[error(transparent)]
     File(#[from] FileError),
     /// The path is on ordinary storage.
@@ -167,8 +156,8 @@ pub enum MediumError {
 }
 
 pub(super) fn io_err(path: &Path, what: &'static str) -> impl FnOnce(io::Error) -> MediumError {
-    let path = path.to_path_buf();
-    move |source| MediumError::Io { path, what, source }
+    let to_file_error = crate::files::io_err(path, what);
+    move |source| MediumError::File(to_file_error(source))
 }
 
 /// Detects the medium of an existing pool path (device or file).

@@ -13,10 +13,7 @@ pub struct Cached;
 
 /// `MemAvailable` of `/proc/meminfo`, in bytes (0 if unreadable).
 fn available_memory() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| m.lines().find(|l| l.starts_with("MemAvailable:"))?.split_whitespace().nth(1)?.parse().ok())
-        .map_or(0, |kib: u64| kib.saturating_mul(1024))
+    crate::metrics::proc_field("/proc/meminfo", "MemAvailable").map_or(0, |kib| kib.saturating_mul(1024))
 }
 
 /// Checks that `needed` bytes for `what` fit in `available` bytes, else

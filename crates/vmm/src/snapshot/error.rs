@@ -10,21 +10,10 @@ pub enum SnapshotError {
     /// A file is missing.
     #[error("{}: missing", .0.display())]
     Missing(PathBuf),
-    /// A file could not be opened or read as the format requires (a special file, a
-    /// symbolic link, larger than the format allows).
+    /// A file could not be opened, read or written (I/O failed, a special file, a symbolic
+    /// link, larger than the format allows).
     #[error(transparent)]
     File(FileError),
-    /// I/O on a file failed.
-    #[error("{}: {what}", .path.display())]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// What was being done.
-        what: &'static str,
-        /// The error.
-        #[source]
-        source: io::Error,
-    },
     /// The file is not what it should be (bad magic, undecodable body, bad JSON).
     #[error("{}: corrupt: {reason}", .path.display())]
     Corrupt {
@@ -111,14 +100,8 @@ impl From<FileError> for SnapshotError {
 
 /// An I/O error on `path` (a missing file becomes [`SnapshotError::Missing`]).
 pub(crate) fn io_err(path: &Path, what: &'static str) -> impl FnOnce(io::Error) -> SnapshotError {
-    let path = path.to_path_buf();
-    move |source| {
-        if source.kind() == io::ErrorKind::NotFound {
-            SnapshotError::Missing(path)
-        } else {
-            SnapshotError::Io { path, what, source }
-        }
-    }
+    let to_file_error = crate::files::io_err(path, what);
+    move |source| to_file_error(source).into()
 }
 
 /// [`SnapshotError::Corrupt`] for `path`.

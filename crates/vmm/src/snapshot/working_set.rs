@@ -245,7 +245,7 @@ impl WorkingSet {
             file.set_len(at)
         })
         .map_err(|e| match read_error {
-            Some(source) => SnapshotError::Io { path: memory_path, what: "read", source },
+            Some(source) => io_err(&memory_path, "read")(source),
             None => e.into(),
         })
     }

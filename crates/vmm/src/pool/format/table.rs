@@ -32,9 +32,11 @@ pub struct SnapshotEntry {
     pub extents: Vec<u64>,
 }
 
-/// Whether `id` can name a snapshot: 1..=[`ID_MAX`] bytes, no control character, no `/`.
+/// Whether `id` can name a snapshot: 1..=[`ID_MAX`] bytes, no `/`, and nothing a terminal
+/// would not show as itself (control, bidirectional or other format characters).
 pub fn valid_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= ID_MAX && !id.chars().any(|c| c.is_control() || c == '/')
+    let invisible = |c: char| c != '\\' && crate::escape::needs_escape(c);
+    !id.is_empty() && id.len() <= ID_MAX && !id.chars().any(|c| c == '/' || invisible(c))
 }
 
 impl SnapshotEntry {
@@ -45,7 +47,7 @@ impl SnapshotEntry {
     /// Checks the entry's own fields against the format (not against other entries).
     fn check(&self, pool_size: u64) -> Result<(), FormatError> {
         if !valid_id(&self.id) {
-            return Err(self.problem(format!("the id is not 1..={ID_MAX} printable characters without '/'")));
+            return Err(self.problem(format!("the id is not 1..={ID_MAX} visible characters without '/'")));
         }
         if self.function.len() > crate::snapshot::NAME_MAX {
             return Err(self.problem("the function name is too long"));
@@ -260,10 +262,11 @@ mod tests {
     #[test]
     fn entries_are_bounded() {
         let pool = 100 * EXTENT;
-        let cases: [fn(&mut SnapshotEntry); 8] = [
+        let cases: [fn(&mut SnapshotEntry); 9] = [
             |e| e.id = String::new(),
             |e| e.id = "a/b".into(),
             |e| e.id = "\x1b[2J".into(),
+            |e| e.id = "abc\u{202e}def".into(),
             |e| e.mem_size = 1 << 50,
             |e| e.state.len = u64::MAX,
             |e| e.index.offset = u64::MAX,
