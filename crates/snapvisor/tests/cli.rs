@@ -213,13 +213,13 @@ fn a_snapshot_killed_half_way_leaves_nothing_restore_accepts() {
         std::thread::sleep(full.mul_f64(*fraction));
         let _ = child.kill();
         let status = child.wait().unwrap();
-        if status.success() {
-            // Finished before the kill: a complete snapshot.
+        if status.success() || snap.exists() {
+            // Finished before the kill (or killed after the snapshot was renamed into
+            // place, while the VM was torn down): a complete snapshot.
             ok(snapvisor(&tmp.0, &["invoke", "--snapshot", s, "--strategy", "lazy"]));
             continue;
         }
-        // Killed: the target does not exist, and any temporary directory is refused.
-        assert!(!snap.exists(), "a partial snapshot appeared at the target after a kill at {fraction} of the run");
+        // Killed while writing: the target does not exist, and any temporary directory is refused.
         for entry in std::fs::read_dir(&tmp.0).unwrap().flatten() {
             let path = entry.path();
             if entry.file_name().to_string_lossy().contains(".partial-") {

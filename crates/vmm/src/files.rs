@@ -192,9 +192,13 @@ pub fn sync_dir(dir: &Path) -> Result<(), FileError> {
 
 /// Replaces `path` atomically with a file that `write` fills: a temporary file next to it,
 /// fsync, rename over `path` (a symbolic link there is replaced, not followed), fsync of
-/// the directory. On any error the temporary file is removed and `path` is unchanged.
+/// the directory. On any error the temporary file is removed and `path` is unchanged;
+/// temporary files that dead writers left next to it are removed first.
 pub fn write_atomic(path: &Path, write: impl FnOnce(&mut File) -> io::Result<()>) -> Result<(), FileError> {
     let tmp = partial_path(path)?;
+    if let Some(name) = path.file_name() {
+        remove_stale_partials(&parent_of(path), &name.to_string_lossy());
+    }
     let create =
         || OpenOptions::new().write(true).create_new(true).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(&tmp);
     let mut file = match create() {
