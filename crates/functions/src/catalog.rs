@@ -61,10 +61,6 @@ pub struct Info {
     pub request: RequestKind,
     /// Its inputs: `A`, `B`, then `1`..`6`.
     pub inputs: &'static [InputInfo],
-    /// Transitional, for the command line until it takes input names: the request it
-    /// sends when given none — a text input that runs in its 256 MiB default, or empty
-    /// where every input is a binary file (send one of [`Info::inputs`] instead).
-    pub default_request: &'static str,
 }
 
 impl Info {
@@ -170,21 +166,18 @@ pub const CATALOG: &[Info] = &[
             entry("5", "empty", b""),
             entry("6", "empty", b""),
         ],
-        default_request: "",
     },
     Info {
         name: json::Json::NAME,
         description: "parse a JSON document and serialise it again",
         request: RequestKind::File { what: "a JSON document" },
         inputs: DOCUMENTS,
-        default_request: include_str!("../inputs/json/1-mime-db.json"),
     },
     Info {
         name: compression::Compression::NAME,
         description: "deflate a file (level 6), inflate it back, check it",
         request: RequestKind::File { what: "any file (the inputs are the json documents)" },
         inputs: DOCUMENTS,
-        default_request: include_str!("../inputs/json/1-mime-db.json"),
     },
     Info {
         name: pyaes::Pyaes::NAME,
@@ -200,14 +193,12 @@ pub const CATALOG: &[Info] = &[
             entry("5", "60,000 characters", br#"{"length":60000}"#),
             entry("6", "80,000 characters", br#"{"length":80000}"#),
         ],
-        default_request: r#"{"length":20000}"#,
     },
     Info {
         name: image::ImageRotate::NAME,
         description: "decode a JPEG photo, rotate it 90°, encode it as JPEG",
         request: RequestKind::File { what: "a JPEG photo" },
         inputs: PHOTOS,
-        default_request: "",
     },
     Info {
         name: chameleon::Chameleon::NAME,
@@ -223,7 +214,6 @@ pub const CATALOG: &[Info] = &[
             entry("5", "300×300 table", br#"{"rows":300,"cols":300}"#),
             entry("6", "400×400 table", br#"{"rows":400,"cols":400}"#),
         ],
-        default_request: r#"{"rows":100,"cols":300}"#,
     },
     Info {
         name: matmul::Matmul::NAME,
@@ -239,7 +229,6 @@ pub const CATALOG: &[Info] = &[
             entry("5", "n = 1700", br#"{"n":1700}"#),
             entry("6", "n = 2000", br#"{"n":2000}"#),
         ],
-        default_request: r#"{"n":1100}"#,
     },
     Info {
         name: pagerank::Pagerank::NAME,
@@ -255,21 +244,18 @@ pub const CATALOG: &[Info] = &[
             entry("5", "300,000 nodes", br#"{"nodes":300000}"#),
             entry("6", "400,000 nodes", br#"{"nodes":400000}"#),
         ],
-        default_request: r#"{"nodes":90000}"#,
     },
     Info {
         name: video::Video::NAME,
         description: "grayscale filter over every frame of a Motion-JPEG clip (stands in for ffmpeg)",
         request: RequestKind::File { what: "a Motion-JPEG clip (JPEG frames back to back)" },
         inputs: CLIPS,
-        default_request: "",
     },
     Info {
         name: recognition::Recognition::NAME,
         description: "classify a JPEG photo with a ResNet-18-style network (45 MiB of weights)",
         request: RequestKind::File { what: "a JPEG photo" },
         inputs: PHOTOS,
-        default_request: "",
     },
     Info {
         name: read_list::ReadList::NAME,
@@ -285,7 +271,6 @@ pub const CATALOG: &[Info] = &[
             entry("5", "300,000 steps", br#"{"steps":300000}"#),
             big("6", "500,000 steps", br#"{"steps":500000}"#, 512),
         ],
-        default_request: r#"{"steps":100000}"#,
     },
     Info {
         name: mmap::Mmap::NAME,
@@ -301,7 +286,6 @@ pub const CATALOG: &[Info] = &[
             big("5", "512 MiB", br#"{"mib":512}"#, 1024),
             big("6", "768 MiB", br#"{"mib":768}"#, 1024),
         ],
-        default_request: r#"{"mib":32}"#,
     },
 ];
 

@@ -184,13 +184,13 @@ fn a_snapshot_killed_half_way_leaves_nothing_restore_accepts() {
         std::thread::sleep(full.mul_f64(*fraction));
         let _ = child.kill();
         let status = child.wait().unwrap();
-        if status.success() {
-            // Finished before the kill: a complete snapshot.
+        if status.success() || snap.exists() {
+            // Finished before the kill (or killed after the snapshot was renamed into
+            // place, while the VM was torn down): a complete snapshot.
             ok(snapvisor(&tmp.0, &["invoke", "--snapshot", s, "--strategy", "lazy"]));
             continue;
         }
-        // Killed: the target does not exist, and any temporary directory is refused.
-        assert!(!snap.exists(), "a partial snapshot appeared at the target after a kill at {fraction} of the run");
+        // Killed while writing: the target does not exist, and any temporary directory is refused.
         for entry in std::fs::read_dir(&tmp.0).unwrap().flatten() {
             let path = entry.path();
             if entry.file_name().to_string_lossy().contains(".partial-") {
@@ -318,16 +318,18 @@ fn guest_text_reaches_the_terminal_escaped() {
     let img = image.to_str().unwrap();
     // OSC 52 (clipboard write), a title change, a forged error line, a bidi override.
     let text = "\u{1b}]52;c;aGk=\u{7}\u{1b}]0;pwned\u{7}\r\nerror: forged\u{202e}";
-    let escaped = r"\u{1b}]52;c;aGk=\u{7}\u{1b}]0;pwned\u{7}\r\nerror: forged\u{202e}";
+    let escaped = r"\x1b]52;c;aGk=\x07\x1b]0;pwned\x07\r\nerror: forged\u{202e}";
     let clean = |out: &str| {
         assert!(!out.contains('\u{1b}') && !out.contains('\u{7}') && !out.contains('\r'), "{out:?}");
         assert!(!out.lines().any(|l| l.starts_with("error: forged")), "{out}");
         assert!(out.contains(escaped), "{out}");
     };
-    // The console line and the response.
+    // The console line and the response, and the console line in the log (-v).
     let out = ok(snapvisor(&tmp.0, &["run", "--image", img, "--input", &format!("say:{text}")]));
     assert!(out.contains(&format!("[guest] {escaped}")), "{out}");
     clean(&out);
+    let out = snapvisor(&tmp.0, &["-v", "run", "--image", img, "--input", &format!("say:{text}")]);
+    clean(&String::from_utf8(out.stderr).unwrap());
     // The abort message, in the error.
     clean(&fails(snapvisor(&tmp.0, &["run", "--image", img, "--input", &format!("die:{text}")])));
     // In JSON the encoder escapes it, and the text survives exactly.

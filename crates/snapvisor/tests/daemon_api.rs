@@ -209,10 +209,11 @@ fn a_hostile_guest_gets_an_error_answer_and_the_daemon_goes_on() {
         let (kind, message) = answer.error();
         assert!(kind == "guest" && message.contains(expect), "{input}: {message}");
     }
-    // Guest text with terminal controls: exact in the JSON answer, escaped in the log.
+    // Guest text with terminal controls: escaped by the VMM in the error message (and so
+    // in the JSON answer and the log), never raw.
     let text = "\u{1b}]52;c;aGk=\u{7}\r\nerror: forged";
     let answer = api.post("/runs", json!({ "function": "hostile", "input": format!("die:{text}") }));
-    assert!(answer.error().1.ends_with(text), "{}", answer.body);
+    assert!(answer.error().1.ends_with(&snapvisor_vmm::escape::escape(text)), "{}", answer.body);
     // The same through a snapshot and a warm VM; a failed warm VM is dropped, not reused.
     api.post("/snapshots", json!({ "function": "hostile" })).expect(201);
     let answer = api.post("/invocations", json!({ "function": "hostile", "strategy": "uffd", "input": "panic" }));
@@ -229,7 +230,7 @@ fn a_hostile_guest_gets_an_error_answer_and_the_daemon_goes_on() {
     assert_eq!(api.get("/healthz").expect(200)["status"], "ok");
     let log = daemon.log();
     assert!(!log.contains('\u{1b}') && !log.contains('\u{7}'), "raw guest text in the log:\n{log}");
-    assert!(log.contains(r"\u{1b}]52;c;aGk=\u{7}\r\nerror: forged"), "{log}");
+    assert!(log.contains(r"\x1b]52;c;aGk=\x07\r\nerror: forged"), "{log}");
 }
 
 fn cli(data: &Path, socket: Option<&Path>, args: &[&str]) -> String {

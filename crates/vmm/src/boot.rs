@@ -3,6 +3,14 @@
 //! hypercall ports), IDT with exception stubs, the boot info, and the initial vCPU
 //! registers (64-bit mode, CPL3, SSE/AVX on).
 //!
+//! The guest runs at CPL3 and must not reach CPL0 inside its VM nor forge what the VMM
+//! trusts (the exception report), so the first 2 MiB are mapped by purpose
+//! ([`low_page_bits`]): page tables, GDT, TSS, IDT and stubs supervisor-only and read-only
+//! (their accessed and dirty bits are pre-set, so the CPU never writes them), the exception
+//! stack supervisor-only, the boot info user read-only, the stack user read-write, and the
+//! rest not present. A guest access to them is a page fault the VMM reports as
+//! [`VcpuError::PlatformAccess`](crate::vstate::vcpu::VcpuError::PlatformAccess).
+//!
 //! Everything here follows `docs/guest-abi.md`; the addresses come from `snapvisor_abi::layout`.
 
 use crate::vstate::memory::{GuestMemory, OutOfBounds};
@@ -18,10 +26,19 @@ const USER: u64 = 1 << 2;
 const ACCESSED: u64 = 1 << 5;
 const DIRTY: u64 = 1 << 6;
 const HUGE: u64 = 1 << 7;
-/// Table entries: present, writable, user, accessed (so the CPU never has to set A).
+/// Table entries: present, writable, user, accessed (so the CPU never has to set A); the
+/// leaf entries decide what CPL3 may do.
 const TABLE: u64 = PRESENT | WRITABLE | USER | ACCESSED;
-/// Leaf entries also start dirty, so a first write needs no A/D update in the page table.
+/// Leaf entries start accessed and dirty, so no access needs an A/D update in the tables.
 const LEAF: u64 = TABLE | DIRTY;
+/// The VMM's read-only structures: supervisor-only, not writable.
+const SUPERVISOR_RO: u64 = PRESENT | ACCESSED | DIRTY;
+/// The exception stack: supervisor-only, writable.
+const SUPERVISOR_RW: u64 = PRESENT | WRITABLE | ACCESSED | DIRTY;
+/// The boot info: readable, not writable, by the guest.
+const USER_RO: u64 = PRESENT | USER | ACCESSED | DIRTY;
+/// Bytes of the exception (CPL0) stack below `layout::EXCEPTION_STACK_TOP`.
+const EXCEPTION_STACK_SIZE: u64 = 16 << 10;
 
 /// Ports a CPL3 guest may use with 32-bit `out` (the I/O permission bitmap clears these and
 /// the three above each).
@@ -111,15 +128,45 @@ fn write_page_tables(mem: &GuestMemory, size: u64) -> Result<(), OutOfBounds> {
             mem.write_u64(pd + 8 * entry, value)?;
         }
     }
-    // The first 2 MiB in 4 KiB pages, leaving the null page and the stack guard unmapped.
+    // The first 2 MiB in 4 KiB pages, each mapped by what it holds.
     let mut table = [0u8; PAGE_SIZE as usize];
     for (i, entry) in table.chunks_exact_mut(8).enumerate() {
         let addr = i as u64 * PAGE_SIZE;
-        if addr != layout::NULL_GUARD && addr != layout::STACK_GUARD {
-            entry.copy_from_slice(&(addr | LEAF).to_le_bytes());
+        let bits = low_page_bits(addr);
+        if bits != 0 {
+            entry.copy_from_slice(&(addr | bits).to_le_bytes());
         }
     }
     mem.write(layout::PT_LOW, &table)
+}
+
+/// The VMM's structures in the first 2 MiB: (first byte, end, name).
+const PLATFORM: [(u64, u64, &str); 7] = [
+    (layout::PML4, layout::GDT, "page tables"),
+    (layout::GDT, layout::GDT + PAGE_SIZE, "GDT"),
+    (layout::TSS, layout::TSS + PAGE_SIZE, "TSS"),
+    (layout::IDT, layout::IDT + PAGE_SIZE, "IDT"),
+    (layout::EXCEPTION_STUBS, layout::EXCEPTION_STUBS + PAGE_SIZE, "exception stubs"),
+    (layout::BOOT_INFO, layout::BOOT_INFO + PAGE_SIZE, "boot info"),
+    (layout::EXCEPTION_STACK_TOP - EXCEPTION_STACK_SIZE, layout::EXCEPTION_STACK_TOP, "exception stack"),
+];
+const _: () = assert!(layout::BOOT_INFO + PAGE_SIZE <= layout::EXCEPTION_STACK_TOP - EXCEPTION_STACK_SIZE);
+const _: () = assert!(layout::EXCEPTION_STACK_TOP <= layout::STACK_GUARD);
+
+/// Which of the VMM's structures in the guest holds `addr`, if any.
+pub fn platform_region(addr: u64) -> Option<&'static str> {
+    PLATFORM.iter().find(|(start, end, _)| (*start..*end).contains(&addr)).map(|(_, _, name)| *name)
+}
+
+/// The leaf bits of the 4 KiB page at `addr` in the first 2 MiB (0: not present).
+pub fn low_page_bits(addr: u64) -> u64 {
+    match platform_region(addr) {
+        Some("boot info") => USER_RO,
+        Some("exception stack") => SUPERVISOR_RW,
+        Some(_) => SUPERVISOR_RO,
+        None if (layout::STACK_BASE..layout::STACK_TOP).contains(&addr) => LEAF,
+        None => 0,
+    }
 }
 
 fn write_descriptor_tables(mem: &GuestMemory) -> Result<(), OutOfBounds> {
@@ -244,4 +291,27 @@ pub fn entry_regs(entry: u64) -> kvm_regs {
 /// x87 and SSE control state at the entry point.
 pub fn entry_fpu() -> kvm_fpu {
     kvm_fpu { fcw: 0x37f, mxcsr: 0x1f80, ..Default::default() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_low_area_grants_the_guest_only_its_stack_and_a_read_of_the_boot_info() {
+        let user = |addr| low_page_bits(addr) & USER != 0;
+        let writable = |addr| low_page_bits(addr) & WRITABLE != 0;
+        for addr in (0..layout::LOW_END).step_by(PAGE_SIZE as usize) {
+            let in_stack = (layout::STACK_BASE..layout::STACK_TOP).contains(&addr);
+            assert_eq!(user(addr) && writable(addr), in_stack, "{addr:#x}");
+            if user(addr) && !in_stack {
+                assert_eq!(platform_region(addr), Some("boot info"), "{addr:#x}");
+            }
+        }
+        for table in [layout::PML4, layout::PDPT, layout::PT_LOW, layout::PD_BASE, layout::GDT, layout::IDT] {
+            assert_eq!(low_page_bits(table), SUPERVISOR_RO, "{table:#x}");
+        }
+        assert_eq!(low_page_bits(layout::EXCEPTION_STACK_TOP - 8), SUPERVISOR_RW);
+        assert_eq!(low_page_bits(layout::NULL_GUARD) | low_page_bits(layout::STACK_GUARD), 0);
+    }
 }

@@ -9,10 +9,17 @@
 //! - [`pool`]: the VMM-managed persistent-memory pool of PASS.
 //! - [`uffd`]: thin userfaultfd wrappers.
 //! - [`metrics`]: host-side page faults and memory of a VM.
+//! - [`files`], [`checksum`], [`escape`]: reading untrusted files with bounds, writing
+//!   files atomically, the formats' checksums, and making untrusted text safe to show.
+//! - [`fuzzing`]: the entry points of the fuzz targets (`fuzz/`), replayed by the tests.
 //!
 //! `docs/ARCHITECTURE.md` follows a snapshot, a restore and an invocation through them.
 
 pub mod boot;
+pub mod checksum;
+pub mod escape;
+pub mod files;
+pub mod fuzzing;
 pub mod loader;
 pub mod machine;
 pub mod metrics;
@@ -86,4 +93,16 @@ pub enum Error {
         /// Phase the VM is in.
         actual: Phase,
     },
+}
+
+/// An error and its causes on one line (`error: cause: cause`), each cause once.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }

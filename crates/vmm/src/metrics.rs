@@ -1,5 +1,6 @@
-//! Host-side measurements of a VM: page faults of the vCPU thread, and which pages of a
-//! guest's memory are resident and whether they are private to it or shared.
+//! Host-side measurements of a VM: page faults of the vCPU thread, which pages of a guest's
+//! memory are resident and whether they are private to it or shared, and the host's memory
+//! figures ([`proc_field`]).
 //!
 //! Residency comes from `/proc/self/pagemap`: bit 63 = present, bit 61 = file page or
 //! shared anonymous page (page cache, pool pages), bit 56 = mapped exactly once. A present
@@ -11,6 +12,14 @@ use serde::Serialize;
 use std::collections::HashSet;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
+
+/// The number of a `Field:   value` line of a `/proc` file such as `/proc/meminfo` or
+/// `/proc/self/status` (in the file's unit, kB for sizes).
+pub fn proc_field(file: &str, field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(file).ok()?;
+    let line = text.lines().find(|l| l.strip_prefix(field).is_some_and(|rest| rest.starts_with(':')))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
 
 /// Page faults of the calling thread (`getrusage(RUSAGE_THREAD)`), which include the
 /// faults KVM takes on the guest's behalf while the thread is in `KVM_RUN`.

@@ -76,10 +76,10 @@ fn hostile_guests_end_in_typed_errors() {
             other => panic!("{request}: {other:?}"),
         }
     }
-    // Guest code that reaches a stub's `out` itself (after granting itself the port, with
-    // a stack pointer at the top of the address space) is refused without reading its stack.
+    // Guest code that tries to grant itself the exception port (to reach a stub's `out`
+    // with a wild stack pointer) cannot write the TSS: the write faults.
     match hostile(&hv, "forge-exception", TIMEOUT) {
-        Err(Error::Vcpu(VcpuError::ForgedException(_))) => {}
+        Err(Error::Vcpu(VcpuError::PlatformAccess { region: "TSS", write: true, .. })) => {}
         other => panic!("forge-exception: {other:?}"),
     }
     match hostile(&hv, "in-port", TIMEOUT) {

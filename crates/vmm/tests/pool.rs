@@ -13,13 +13,6 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
-/// A pool on tmpfs (`/dev/shm`), which needs no mount.
-fn shm_pool(tmp: &TempDir, size: u64) -> Arc<Pool> {
-    let path = tmp.path().join("pool");
-    Pool::create(&path, size).expect("create pool");
-    Pool::open(&path).expect("open pool")
-}
-
 fn pass_invoke(hv: &snapvisor_vmm::Hypervisor, pool: &Arc<Pool>, id: &str, request: &str) -> Vec<u8> {
     let source = SnapshotSource::Pool { pool: pool.clone(), id: id.into() };
     let mut vm = restore(hv, &source, strategy(Strategy::Pass).as_ref()).expect("restore");
@@ -51,8 +44,8 @@ fn pass_restores_answer_like_fresh_vms() {
         take_snapshot(&hv, info.name, &dir);
         let entry = pool.import(&dir, info.name, &mut |_, _| {}).expect("import");
         assert_eq!(entry.function, info.name);
-        let response = pass_invoke(&hv, &pool, info.name, info.default_request);
-        assert_eq!(digest(&response), native_digest(info.name, info.default_request), "{}", info.name);
+        let response = pass_invoke(&hv, &pool, info.name, request(info.name));
+        assert_eq!(digest(&response), native_digest(info.name, request(info.name)), "{}", info.name);
     }
     let report = pool.fsck(true);
     assert!(report.is_clean(), "{report:?}");

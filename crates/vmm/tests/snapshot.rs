@@ -33,7 +33,7 @@ fn restored_vms_answer_like_fresh_ones_with_every_strategy() {
         let manifest = take_snapshot(&hv, info.name, &dir);
         assert_eq!(manifest.function, info.name);
         assert!(manifest.memory.data_pages > 0 && !manifest.memory.zero_ranges.is_empty());
-        let expected = native_digest(info.name, info.default_request);
+        let expected = native_digest(info.name, request(info.name));
         // The prefetching strategies need their working sets first.
         for s in [Strategy::Reap, Strategy::Faasnap] {
             assert!(matches!(
@@ -41,14 +41,14 @@ fn restored_vms_answer_like_fresh_ones_with_every_strategy() {
                 Err(snapvisor_vmm::Error::Restore(snapvisor_vmm::restore::RestoreError::NoWorkingSet { .. }))
             ));
         }
-        let recorded = record(&hv, &dir, info.default_request.as_bytes(), TIMEOUT).expect("record");
+        let recorded = record(&hv, &dir, request(info.name).as_bytes(), TIMEOUT).expect("record");
         assert!(recorded.reap_pages > 0 && recorded.faasnap_pages > 0, "{recorded:?}");
         for response in &recorded.responses {
             assert_eq!(digest(response), expected);
         }
         for s in FILE_STRATEGIES {
             assert_eq!(
-                restore_and_invoke(&hv, &dir, strategy(s).as_ref(), info.default_request),
+                restore_and_invoke(&hv, &dir, strategy(s).as_ref(), request(info.name)),
                 expected,
                 "{} {s}",
                 info.name
@@ -56,7 +56,7 @@ fn restored_vms_answer_like_fresh_ones_with_every_strategy() {
         }
         // userfaultfd with 2 MiB chunks gives the same answer.
         assert_eq!(
-            restore_and_invoke(&hv, &dir, &Uffd::new(2 << 20), info.default_request),
+            restore_and_invoke(&hv, &dir, &Uffd::new(2 << 20), request(info.name)),
             expected,
             "{} uffd 2M",
             info.name
@@ -147,6 +147,17 @@ fn open_err(dir: &Path) -> SnapshotError {
     }
 }
 
+/// Changes the manifest of the snapshot in `dir` and re-seals it (a consistent manifest
+/// that no longer matches the other files).
+fn edit_manifest(dir: &Path, edit: impl FnOnce(&mut snapvisor_vmm::snapshot::Manifest)) {
+    let path = dir.join("manifest.json");
+    let mut manifest: snapvisor_vmm::snapshot::Manifest =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    edit(&mut manifest);
+    manifest.seal();
+    std::fs::write(&path, manifest.encode()).unwrap();
+}
+
 fn names(err: &SnapshotError, file: &str) {
     assert!(err.to_string().contains(file), "error does not name {file}: {err}");
 }
@@ -187,9 +198,7 @@ fn damaged_snapshots_are_refused_with_typed_errors() {
 
     // Wrong format versions, in the manifest and in the state file.
     let dir = case("version-manifest");
-    let path = dir.join("manifest.json");
-    let text = std::fs::read_to_string(&path).unwrap().replacen("\"format_version\": 1", "\"format_version\": 99", 1);
-    std::fs::write(&path, text).unwrap();
+    edit_manifest(&dir, |m| m.format_version = 99);
     let err = open_err(&dir);
     assert!(matches!(err, SnapshotError::Version { found: 99, .. }), "{err}");
     names(&err, "manifest.json");
@@ -197,21 +206,20 @@ fn damaged_snapshots_are_refused_with_typed_errors() {
     let dir = case("version-state");
     let path = dir.join("vmstate.bin");
     let mut bytes = std::fs::read(&path).unwrap();
-    bytes[8] = 2;
+    bytes[8] = 99;
     std::fs::write(&path, bytes).unwrap();
     let err = open_err(&dir);
-    assert!(matches!(err, SnapshotError::Version { found: 2, .. }), "{err}");
+    assert!(matches!(err, SnapshotError::Version { found: 99, .. }), "{err}");
     names(&err, "vmstate.bin");
 
-    // The manifest and the state disagree on the memory size.
+    // The manifest and the state disagree on the memory size (the manifest re-sealed, so
+    // that the cross-check, not the manifest's checksum, is what refuses it).
     let dir = case("size");
-    let path = dir.join("manifest.json");
-    let text = std::fs::read_to_string(&path).unwrap().replacen(
-        &format!("\"mem_size\": {MEM}"),
-        &format!("\"mem_size\": {}", MEM * 2),
-        1,
-    );
-    std::fs::write(&path, text).unwrap();
+    edit_manifest(&dir, |m| {
+        let pages = m.mem_size / 4096;
+        m.memory.zero_ranges.push(snapvisor_vmm::snapshot::PageRange { first: pages, count: pages });
+        m.mem_size *= 2;
+    });
     let err = open_err(&dir);
     assert!(matches!(err, SnapshotError::Mismatch { what: "memory size", .. }), "{err}");
     names(&err, "vmstate.bin");

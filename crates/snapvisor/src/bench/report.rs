@@ -249,28 +249,11 @@ pub fn write_all(out: &Path, header: &Header, rows: &[Row], conc: &[ConcurrencyR
 }
 
 fn write_csv<T: Serialize>(path: &Path, rows: &[T]) -> std::io::Result<()> {
-    let mut out = String::new();
-    for (i, row) in rows.iter().enumerate() {
-        let value = serde_json::to_value(row).map_err(std::io::Error::other)?;
-        let obj = value.as_object().ok_or_else(|| std::io::Error::other("row is not a struct"))?;
-        if i == 0 {
-            out.push_str(&obj.keys().cloned().collect::<Vec<_>>().join(","));
-            out.push('\n');
-        }
-        let cells: Vec<String> = obj
-            .values()
-            .map(|v| match v {
-                serde_json::Value::String(s) => s.clone(),
-                serde_json::Value::Number(n) => {
-                    n.as_f64().filter(|f| f.fract() != 0.0).map_or_else(|| n.to_string(), |f| format!("{f:.4}"))
-                }
-                other => other.to_string(),
-            })
-            .collect();
-        out.push_str(&cells.join(","));
-        out.push('\n');
+    let mut out = csv::Writer::from_path(path)?;
+    for row in rows {
+        out.serialize(row)?;
     }
-    std::fs::write(path, out)
+    out.flush()
 }
 
 /// A Markdown table header: "function" and one column per (strategy, medium).

@@ -87,10 +87,10 @@ pub fn main(cli: Cli) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Errors can carry guest text (abort messages) and names read from files.
-            eprintln!("error: {}", render::escape(&e.to_string()));
+            eprintln!("error: {}", snapvisor_vmm::escape::sanitize(&e.to_string()));
             let mut cause = e.source();
             while let Some(c) = cause {
-                eprintln!("  caused by: {}", render::escape(&c.to_string()));
+                eprintln!("  caused by: {}", snapvisor_vmm::escape::sanitize(&c.to_string()));
                 cause = c.source();
             }
             ExitCode::FAILURE

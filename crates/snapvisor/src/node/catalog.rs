@@ -94,7 +94,7 @@ impl Node {
         for name in names {
             match Snapshot::open(dir.join(&name)) {
                 Ok(snapshot) => list.snapshots.push(summary(&name, &snapshot)),
-                Err(e) => list.problems.push(SnapshotProblem { name, problem: super::pool::error_chain(&e) }),
+                Err(e) => list.problems.push(SnapshotProblem { name, problem: snapvisor_vmm::error_chain(&e) }),
             }
         }
         Ok(list)

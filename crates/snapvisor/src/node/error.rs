@@ -34,6 +34,9 @@ pub enum NodeError {
         #[source]
         source: std::io::Error,
     },
+    /// A file the user named cannot be read (missing, not a regular file, too large).
+    #[error(transparent)]
+    UserFile(#[from] snapvisor_vmm::files::FileError),
     /// An argument outside what the operation accepts.
     #[error("{0}")]
     Invalid(String),
@@ -100,6 +103,8 @@ impl NodeError {
             }
             NodeError::File { source, .. } if source.kind() == std::io::ErrorKind::NotFound => ErrorKind::NotFound,
             NodeError::File { .. } => ErrorKind::BadRequest,
+            NodeError::UserFile(snapvisor_vmm::files::FileError::Missing(_)) => ErrorKind::NotFound,
+            NodeError::UserFile(_) => ErrorKind::BadRequest,
             NodeError::Inconsistent => ErrorKind::Guest,
             NodeError::Run(e) => run_kind(e),
             NodeError::Vmm(e) => vmm_kind(e),
@@ -144,7 +149,8 @@ fn pool_kind(e: &PoolError) -> ErrorKind {
     match e {
         PoolError::NotFound { .. } => ErrorKind::NotFound,
         PoolError::Exists { .. } => ErrorKind::Conflict,
-        PoolError::Invalid(_) => ErrorKind::BadRequest,
+        PoolError::Size { .. } | PoolError::Id(_) => ErrorKind::BadRequest,
+        PoolError::AlreadyExists(_) => ErrorKind::Conflict,
         _ => ErrorKind::Internal,
     }
 }

@@ -4,8 +4,6 @@
 use super::NodeError;
 use serde::Serialize;
 use std::borrow::Cow;
-use std::io::Read;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// Largest guest image or input file read from disk (far above any real guest; a bound so
@@ -173,26 +171,5 @@ pub fn describe(info: &snapvisor_functions::Info) -> (String, Vec<InputListing>)
 /// Reads a user-given file: a regular file of at most [`MAX_FILE_BYTES`] (FIFOs, devices
 /// and directories are refused, so a read can neither block nor go on without end).
 pub fn read_file(path: &Path) -> Result<Vec<u8>, NodeError> {
-    let err = |source| NodeError::File { path: path.to_path_buf(), source };
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(err)?;
-    let meta = file.metadata().map_err(err)?;
-    if !meta.is_file() {
-        return Err(err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file")));
-    }
-    if meta.len() > MAX_FILE_BYTES {
-        return Err(err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("{} bytes, more than the {MAX_FILE_BYTES} allowed", meta.len()),
-        )));
-    }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    file.by_ref().take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(err)?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "grew while being read")));
-    }
-    Ok(bytes)
+    Ok(snapvisor_vmm::files::read_user_file(path, MAX_FILE_BYTES)?)
 }

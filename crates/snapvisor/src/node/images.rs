@@ -38,7 +38,7 @@ impl FunctionEntry {
             request: "whatever the image expects (--input-text, --input-file)".into(),
             inputs: Vec::new(),
             image_bytes: elf.len() as u64,
-            image_digest: snapvisor_vmm::snapshot::digest_bytes(elf),
+            image_digest: snapvisor_vmm::checksum::digest_bytes(elf),
         }
     }
 }
@@ -67,7 +67,7 @@ impl Node {
                     request,
                     inputs,
                     image_bytes: image.elf.len() as u64,
-                    image_digest: snapvisor_vmm::snapshot::digest_bytes(image.elf),
+                    image_digest: snapvisor_vmm::checksum::digest_bytes(image.elf),
                 })
             })
             .collect();

@@ -94,7 +94,7 @@ impl Node {
         let path = self.pool_path(pool);
         let report = match Pool::open(&path) {
             Ok(pool) => pool.fsck(deep),
-            Err(e) => FsckReport { problems: vec![error_chain(&e)], ..Default::default() },
+            Err(e) => FsckReport { problems: vec![snapvisor_vmm::error_chain(&e)], ..Default::default() },
         };
         FsckOutcome { path, report }
     }
@@ -103,16 +103,4 @@ impl Node {
     pub fn pool_destroy(&self) -> Result<Option<EmulationRecord>, NodeError> {
         Ok(data::destroy_pool(&self.data().pool_root())?)
     }
-}
-
-/// An error and its causes on one line (`a: b: c`).
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cause = c.source();
-    }
-    s
 }

@@ -67,7 +67,7 @@ pub async fn require(State(token): State<Token>, request: Request, next: Next) -
         return next.run(request).await;
     }
     // The header's value is never logged: it may be a near-miss of the token.
-    let path = crate::cli::render::escape(request.uri().path()).into_owned();
+    let path = crate::cli::render::escape(request.uri().path());
     tracing::warn!(method = %request.method(), path = %path, status = 401, "request without a valid bearer token");
     let mut response =
         ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "a valid bearer token is required").into_response();

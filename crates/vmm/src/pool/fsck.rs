@@ -1,8 +1,10 @@
-//! Checking a pool: superblock, committed metadata, every snapshot's extents, state and
-//! index, and (deep) every snapshot's memory.
+//! Checking a pool: superblock, committed metadata (the table's rules and the bitmap
+//! against the table), every snapshot's state and index, and (deep) every snapshot's memory.
 
 use super::format::{slot_offset, Index, PoolMeta, SnapshotEntry, EXTENT, SLOT_SIZE};
-use super::Pool;
+use super::{Pool, PoolError};
+use crate::checksum::digest_string;
+use crate::escape::escape;
 use serde::Serialize;
 
 /// What `fsck` found.
@@ -34,13 +36,12 @@ impl Pool {
         let (generation, meta) = match self.read_meta() {
             Ok(m) => m,
             Err(e) => {
-                report.problems.push(e.to_string());
+                report.problems.push(crate::error_chain(&e));
                 return report;
             }
         };
         report.generation = Some(generation);
-        let extents = self.superblock.extents();
-        report.used_extents = meta.used(extents);
+        report.used_extents = meta.used(self.superblock.extents());
         report.snapshots = meta.snapshots.len();
         if generation > 0 {
             let slot = (generation + 1) % 2;
@@ -54,57 +55,37 @@ impl Pool {
                 ),
             });
         }
-        let mut owner: Vec<Option<&str>> = vec![None; extents as usize];
-        owner[0] = Some("(metadata)");
-        let mut ids = std::collections::HashSet::new();
         for entry in &meta.snapshots {
-            if !ids.insert(&entry.id) {
-                report.problems.push(format!("snapshot id `{}` appears twice", entry.id));
-            }
-            for &e in &entry.extents {
-                match owner.get_mut(e as usize) {
-                    None => report.problems.push(format!("snapshot `{}` owns extent {e}, outside the pool", entry.id)),
-                    Some(Some(other)) => {
-                        report.problems.push(format!("extent {e} is owned by both `{other}` and `{}`", entry.id))
-                    }
-                    Some(slot) => *slot = Some(&entry.id),
-                }
-                if !meta.is_set(e) {
-                    report.problems.push(format!("extent {e} of snapshot `{}` is marked free", entry.id));
-                }
-            }
-            match self.load_entry(entry) {
-                Err(e) => report.problems.push(e.to_string()),
-                Ok((index, _)) if deep => {
-                    if let Err(reason) = self.check_digest(entry, &index) {
-                        report.problems.push(format!("snapshot `{}`: {reason}", entry.id));
-                    }
-                }
-                Ok(_) => {}
-            }
-        }
-        for e in 1..extents {
-            if meta.is_set(e) && owner[e as usize].is_none() {
-                report.problems.push(format!("extent {e} is marked in use but no snapshot owns it"));
+            let checked = self
+                .load_entry(entry)
+                .and_then(|(index, _)| if deep { self.check_digest(entry, &index) } else { Ok(()) });
+            if let Err(e) = checked {
+                report.problems.push(crate::error_chain(&e));
             }
         }
         report
     }
 
-    fn check_digest(&self, entry: &SnapshotEntry, index: &Index) -> Result<(), String> {
+    /// Re-hashes a snapshot's memory through its index and compares the recorded digest.
+    pub(crate) fn check_digest(&self, entry: &SnapshotEntry, index: &Index) -> Result<(), PoolError> {
         let mut hasher = xxhash_rust::xxh3::Xxh3::new();
         let zeros = vec![0u8; EXTENT as usize];
         for run in &index.runs {
             for at in (0..run.len).step_by(EXTENT as usize) {
                 match run.pool {
-                    Some(p) => hasher.update(self.slice(p + at, EXTENT).map_err(|e| e.to_string())?),
+                    Some(p) => hasher.update(self.slice(p + at, EXTENT)?),
                     None => hasher.update(&zeros),
                 }
             }
         }
-        let digest = crate::snapshot::digest_string(hasher.digest());
-        if digest != entry.memory_digest {
-            return Err(format!("memory digest {digest} does not match the recorded {}", entry.memory_digest));
+        let computed = digest_string(hasher.digest());
+        if computed != entry.memory_digest {
+            return Err(PoolError::Digest {
+                path: self.path.clone(),
+                id: escape(&entry.id),
+                expected: entry.memory_digest.clone(),
+                computed,
+            });
         }
         Ok(())
     }

@@ -1,53 +1,55 @@
 //! Importing a snapshot directory into the pool.
 
-use super::format::{Blob, Index, Run, SnapshotEntry, CRC, EXTENT};
+use super::format::{valid_id, Blob, Index, Run, SnapshotEntry, EXTENT};
 use super::lease::Lease;
 use super::{crash_point, io_err, now_unix, Pool, PoolError};
+use crate::checksum::digest_string;
 use crate::snapshot::{Snapshot, SnapshotError};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-
-/// Upper bound of an encoded index with `runs` runs (magic, header, varint-encoded runs).
-fn index_bound(runs: u64) -> u64 {
-    64 + runs * 48
-}
 
 impl Pool {
     /// Imports the snapshot in `dir` under `id`: its non-zero 2 MiB chunks into extents,
     /// the complete address index and the vCPU state next to them. `progress` gets
     /// (chunks done, chunks total).
     ///
-    /// Order of persists: data, then state and index, then the metadata slot, then the
-    /// commit record (see `docs/pool-format.md`). Until the commit, the extents used are
-    /// free in the committed metadata, so a crash leaves the old state.
+    /// Free extents are those no snapshot of the committed table owns (the table, checked
+    /// against the bitmap on every read, decides; a forged bitmap cannot hand out another
+    /// snapshot's extents) and that no running VM still maps. Order of persists: data, then
+    /// state and index, then the metadata slot, then the commit record (see
+    /// `docs/pool-format.md`). Until the commit, the extents used are free in the committed
+    /// metadata, so a crash leaves the old state.
     pub fn import(&self, dir: &Path, id: &str, progress: &mut dyn FnMut(u64, u64)) -> Result<SnapshotEntry, PoolError> {
-        if id.is_empty() || id.len() > 128 || id.chars().any(|c| c.is_control() || c == '/') {
-            return Err(PoolError::Invalid(format!(
-                "snapshot id {id:?} must be 1..=128 printable characters without '/'"
-            )));
+        if !valid_id(id) {
+            return Err(PoolError::Id(crate::escape::escape(id)));
         }
         let snapshot = Snapshot::open(dir)?;
         // The state bytes `Snapshot::open` checked (CRC against the manifest), verbatim.
         let state_bytes = snapshot.state_bytes();
         let mem_size = snapshot.mem_size();
-        if !mem_size.is_multiple_of(EXTENT) {
-            return Err(PoolError::Invalid(format!("memory size {mem_size} is not a multiple of 2 MiB")));
-        }
         let chunks = mem_size / EXTENT;
         let data = snapshot.data_chunks();
-        let meta_count = (state_bytes.len() as u64 + index_bound(chunks)).div_ceil(EXTENT);
+        let meta_count = (state_bytes.len() as u64 + Index::encoded_max(chunks)).div_ceil(EXTENT);
 
         let _update = self.lock_updates()?;
         let (generation, mut meta) = self.read_meta()?;
         if meta.snapshots.iter().any(|s| s.id == id) {
-            return Err(PoolError::Exists { path: self.path.clone(), id: id.into() });
+            return Err(PoolError::Exists { path: self.path.clone(), id: crate::escape::escape(id) });
         }
-        // Free extents that no running VM still maps (it would hold a shared lease).
-        let lease = Lease::open(&self.path, true).map_err(io_err(&self.path, "open a lease"))?;
         let extents = self.superblock.extents();
+        let owned = meta.derived(extents);
         let mut usable = Vec::new();
-        for e in (1..extents).filter(|&e| !meta.is_set(e)) {
-            if lease.lock(e, 1, true, false).map_err(io_err(&self.path, "lock extent"))? {
+        // Free extents that no running VM still maps (it would hold a shared lease).
+        let lease = match &self.file {
+            Some(_) => Some(Lease::open(&self.path, true).map_err(io_err(&self.path, "open a lease"))?),
+            None => None,
+        };
+        for e in (1..extents).filter(|&e| !owned.is_set(e)) {
+            let free = match &lease {
+                Some(lease) => lease.lock(e, 1, true, false).map_err(io_err(&self.path, "lock extent"))?,
+                None => true,
+            };
+            if free {
                 usable.push(e);
             }
         }
@@ -73,17 +75,16 @@ impl Pool {
         for chunk in 0..chunks {
             match next_data.peek() {
                 Some((&c, &extent)) if c == chunk => {
-                    let ptr = self.extent_ptr(extent)?;
-                    // SAFETY: the extent is inside the mapping (checked), and exclusively ours:
-                    // we hold the update lock and an exclusive lease on it, and it is free in
-                    // the committed metadata, so no one else reads or writes it meanwhile.
-                    let dst = unsafe { std::slice::from_raw_parts_mut(ptr, EXTENT as usize) };
-                    file.read_exact_at(dst, chunk * EXTENT).map_err(|source| SnapshotError::Io {
-                        path: snapshot.memory_path(),
-                        what: "read",
-                        source,
-                    })?;
-                    hasher.update(dst);
+                    // The extent is exclusively ours: we hold the update lock and an exclusive
+                    // lease on it, and it is free in the committed metadata.
+                    self.check_range(extent * EXTENT, EXTENT)?;
+                    self.region
+                        .store_with(extent * EXTENT, EXTENT, &mut |dst| {
+                            file.read_exact_at(dst, chunk * EXTENT)?;
+                            hasher.update(dst);
+                            Ok(())
+                        })
+                        .map_err(crate::snapshot::io_err(&snapshot.memory_path(), "read"))?;
                     self.persist(extent * EXTENT, EXTENT)?;
                     next_data.next();
                 }
@@ -91,7 +92,7 @@ impl Pool {
             }
             progress(chunk + 1, chunks);
         }
-        let digest = crate::snapshot::digest_string(hasher.digest());
+        let digest = digest_string(hasher.digest());
         if digest != snapshot.manifest().memory.digest {
             return Err(SnapshotError::Digest {
                 path: snapshot.memory_path(),
@@ -102,14 +103,12 @@ impl Pool {
         }
 
         // 2. State and index, side by side in the snapshot's metadata extent(s).
-        let index_bytes = build_index(mem_size, &data, &data_extents).encode().map_err(PoolError::Invalid)?;
+        let index_bytes = build_index(mem_size, &data, &data_extents).encode();
         let base = meta_extents[0] * EXTENT;
-        if (state_bytes.len() + index_bytes.len()) as u64 > meta_count * EXTENT {
-            return Err(PoolError::Invalid("the index outgrew its estimate".into()));
-        }
+        debug_assert!((state_bytes.len() + index_bytes.len()) as u64 <= meta_count * EXTENT);
         self.write_persist(base, state_bytes)?;
         self.write_persist(base + state_bytes.len() as u64, &index_bytes)?;
-        crash_point("import:data");
+        crash_point("import", "data");
 
         // 3. Commit the new snapshot table and allocation map.
         let mut owned: Vec<u64> = data_extents.iter().chain(&meta_extents).copied().collect();
@@ -123,17 +122,13 @@ impl Pool {
             mem_size,
             memory_digest: snapshot.manifest().memory.digest.clone(),
             imported_unix: now_unix(),
-            state: Blob { offset: base, len: state_bytes.len() as u64, crc64: CRC.checksum(state_bytes) },
-            index: Blob {
-                offset: base + state_bytes.len() as u64,
-                len: index_bytes.len() as u64,
-                crc64: CRC.checksum(&index_bytes),
-            },
+            state: Blob::of(base, state_bytes),
+            index: Blob::of(base + state_bytes.len() as u64, &index_bytes),
             extents: owned,
         };
         meta.snapshots.push(entry.clone());
         self.commit(generation, &meta, "import")?;
-        crash_point("import:commit");
+        crash_point("import", "commit");
         Ok(entry)
     }
 }
@@ -188,6 +183,6 @@ mod tests {
         let data: Vec<u64> = (0..chunks).step_by(2).collect();
         let extents: Vec<u64> = (0..data.len() as u64).map(|i| u64::MAX / EXTENT / 2 - 2 * i).collect();
         let index = build_index(chunks * EXTENT, &data, &extents);
-        assert!(index.encode().unwrap().len() as u64 <= index_bound(chunks));
+        assert!(index.encode().len() as u64 <= Index::encoded_max(chunks));
     }
 }

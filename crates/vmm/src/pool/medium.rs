@@ -1,5 +1,5 @@
-//! What a pool lives on, how its writes are made durable, and the emulated medium the
-//! project sets up (and tears down) on machines without persistent memory.
+//! What a pool lives on and how its writes are made durable. The emulated medium the
+//! project sets up (and tears down) as root lives in `emulation.rs` (re-exported here).
 //!
 //! | medium | what it is | private mappings | persist |
 //! |---|---|---|---|
@@ -8,6 +8,11 @@
 //! | emulated hugetlbfs | DRAM file on a hugetlbfs mount (2 MiB pages) | yes (2 MiB copy-on-write) | `msync` |
 //! | emulated tmpfs | DRAM file on a tmpfs mount (`huge=always` when allowed) | yes (4 KiB copy-on-write) | `msync` |
 
+pub use super::emulation::{
+    emulation_record, setup_emulation, teardown_emulation, EmulatedKind, EmulationRecord, RECORD,
+};
+
+use crate::files::FileError;
 use serde::{Deserialize, Serialize};
 use std::ffi::CString;
 use std::fmt;
@@ -35,6 +40,8 @@ pub enum Medium {
         /// Whether the tmpfs mount allocates 2 MiB pages.
         huge: bool,
     },
+    /// Process memory: a pool built by tests or fuzzing, never on a device or file.
+    Memory,
 }
 
 impl Medium {
@@ -46,12 +53,13 @@ impl Medium {
             Medium::EmulatedHugetlbfs => "pool-hugetlbfs",
             Medium::EmulatedTmpfs { huge: true } => "pool-tmpfs-huge",
             Medium::EmulatedTmpfs { huge: false } => "pool-tmpfs",
+            Medium::Memory => "pool-memory",
         }
     }
 
     /// Whether the medium is DRAM standing in for persistent memory.
     pub fn is_emulated(&self) -> bool {
-        matches!(self, Medium::EmulatedHugetlbfs | Medium::EmulatedTmpfs { .. })
+        matches!(self, Medium::EmulatedHugetlbfs | Medium::EmulatedTmpfs { .. } | Medium::Memory)
     }
 
     /// Whether the kernel allows private (copy-on-write) mappings of it.
@@ -80,42 +88,90 @@ impl fmt::Display for Medium {
                 "emulated persistent memory: DRAM file on tmpfs (huge=always, 2 MiB pages)"
             }
             Medium::EmulatedTmpfs { huge: false } => "emulated persistent memory: DRAM file on tmpfs (4 KiB pages)",
+            Medium::Memory => "process memory (tests and fuzzing)",
         })
     }
 }
 
-/// Why a path cannot hold a pool.
+/// Why a path cannot hold a pool, or the emulated medium cannot be set up or undone.
 #[derive(Debug, thiserror::Error)]
 pub enum MediumError {
-    /// Filesystem calls failed.
-    #[error("{}: {what}", .path.display())]
-    Io {
-        /// Path.
+    /// A filesystem call failed, or a file could not be read as required.
+    #[error(transparent)]
+    File(#[from] FileError),
+    /// The path is on ordinary storage.
+    #[error("{}: not persistent memory (neither device-dax, a DAX filesystem, hugetlbfs nor tmpfs); PASS keeps snapshots in memory, not on a disk filesystem", .0.display())]
+    NotPersistentMemory(PathBuf),
+    /// A symbolic link where the emulation only accepts a directory.
+    #[error("{}: is a symbolic link or not a directory; the emulated pool never follows links there", .0.display())]
+    Symlink(PathBuf),
+    /// The data directory already holds an emulated pool.
+    #[error("{}: already holds an emulated pool mount at {} (run `snapvisor pool destroy` first)", .root.display(), .mount.display())]
+    Exists {
+        /// The emulation root.
+        root: PathBuf,
+        /// Its mount point.
+        mount: PathBuf,
+    },
+    /// Something is mounted at the mount point already.
+    #[error("{}: something is already mounted there", .0.display())]
+    InUse(PathBuf),
+    /// Not enough memory for the huge pages asked for.
+    #[error("could not reserve {needed} huge pages of 2 MiB: {free} free, and {available_mib} MiB of memory available for more")]
+    HugePages {
+        /// Pages needed.
+        needed: u64,
+        /// Pages free in the kernel's pool.
+        free: u64,
+        /// Memory available for more, MiB.
+        available_mib: u64,
+    },
+    /// The emulation record is damaged or does not describe this data directory.
+    #[error("{}: the emulation record is damaged or forged ({problem}); nothing was changed", .path.display())]
+    Record {
+        /// The record.
         path: PathBuf,
-        /// What was being done.
-        what: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The mount the record names is not one this program made.
+    #[error("{}: not a mount snapvisor made here ({problem}); nothing was unmounted", .mount.display())]
+    NotOurs {
+        /// The mount point.
+        mount: PathBuf,
+        /// What does not match.
+        problem: &'static str,
+    },
+    /// Mounting failed.
+    #[error("{}: mount {fstype}", .path.display())]
+    Mount {
+        /// Mount point.
+        path: PathBuf,
+        /// Filesystem type.
+        fstype: &'static str,
         /// The error.
         #[source]
         source: io::Error,
     },
-    /// The path is on ordinary storage.
-    #[error("{}: not persistent memory (neither device-dax, a DAX filesystem, hugetlbfs nor tmpfs); PASS keeps snapshots in memory, not on a disk filesystem", .0.display())]
-    NotPersistentMemory(PathBuf),
-    /// Setting up the emulation failed.
-    #[error("could not set up the emulated pool: {0}")]
-    Emulation(String),
 }
 
-fn io_err(path: &Path, what: &'static str) -> impl FnOnce(std::io::Error) -> MediumError {
-    let path = path.to_path_buf();
-    move |source| MediumError::Io { path, what, source }
+pub(super) fn io_err(path: &Path, what: &'static str) -> impl FnOnce(io::Error) -> MediumError {
+    let to_file_error = crate::files::io_err(path, what);
+    move |source| MediumError::File(to_file_error(source))
 }
 
 /// Detects the medium of an existing pool path (device or file).
 pub fn detect(path: &Path) -> Result<Medium, MediumError> {
     let meta = std::fs::metadata(path).map_err(io_err(path, "stat"))?;
     if meta.file_type().is_char_device() {
-        return Ok(Medium::DevDax);
+        // Only a device-dax device: not /dev/zero, a tty or any other character device.
+        use std::os::unix::fs::MetadataExt;
+        let (major, minor) = (libc::major(meta.rdev()), libc::minor(meta.rdev()));
+        let subsystem = std::fs::read_link(format!("/sys/dev/char/{major}:{minor}/subsystem"));
+        if subsystem.is_ok_and(|s| s.file_name().is_some_and(|n| n == "dax")) {
+            return Ok(Medium::DevDax);
+        }
+        return Err(MediumError::NotPersistentMemory(path.to_path_buf()));
     }
     let dir = if meta.is_dir() { path } else { path.parent().unwrap_or(Path::new("/")) };
     let cpath = CString::new(dir.as_os_str().as_bytes()).map_err(|_| MediumError::NotPersistentMemory(path.into()))?;
@@ -163,145 +219,13 @@ fn tmpfs_is_huge(dir: &Path) -> bool {
         .is_some_and(|(_, opts)| opts.split(',').any(|o| o == "huge=always" || o == "huge=within_size"))
 }
 
-/// What the emulation changed on the machine, so that teardown can undo exactly that.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EmulationRecord {
-    /// The mount point created.
-    pub mount: PathBuf,
-    /// `hugetlbfs` or `tmpfs`.
-    pub fstype: String,
-    /// Huge pages added to `/proc/sys/vm/nr_hugepages`.
-    pub hugepages_added: u64,
-}
-
-/// Which emulated medium to set up.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EmulatedKind {
-    /// hugetlbfs if enough huge pages can be reserved, else tmpfs.
-    Auto,
-    /// hugetlbfs only.
-    Hugetlbfs,
-    /// tmpfs only.
-    Tmpfs,
-}
-
-const NR_HUGEPAGES: &str = "/proc/sys/vm/nr_hugepages";
-const RECORD: &str = "emulation.json";
-
-fn read_nr_hugepages() -> io::Result<u64> {
-    std::fs::read_to_string(NR_HUGEPAGES)?.trim().parse().map_err(io::Error::other)
-}
-
-fn free_hugepages() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
+/// The size of a device-dax device, from `/sys/dev/char/MAJ:MIN/size`.
+pub fn device_size(meta: &std::fs::Metadata, path: &Path) -> Result<u64, MediumError> {
+    use std::os::unix::fs::MetadataExt;
+    let sys = PathBuf::from(format!("/sys/dev/char/{}:{}/size", libc::major(meta.rdev()), libc::minor(meta.rdev())));
+    let text = crate::files::read_regular(&sys, 4096)?;
+    std::str::from_utf8(&text)
         .ok()
-        .and_then(|m| {
-            m.lines().find(|l| l.starts_with("HugePages_Free:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-/// Adds `pages` huge pages to the kernel's pool; returns how many were really added.
-fn reserve_hugepages(pages: u64) -> io::Result<u64> {
-    let before = read_nr_hugepages()?;
-    std::fs::write(NR_HUGEPAGES, (before + pages).to_string())?;
-    let after = read_nr_hugepages()?;
-    Ok(after.saturating_sub(before))
-}
-
-fn release_hugepages(pages: u64) -> io::Result<()> {
-    if pages == 0 {
-        return Ok(());
-    }
-    let now = read_nr_hugepages()?;
-    std::fs::write(NR_HUGEPAGES, now.saturating_sub(pages).to_string())
-}
-
-fn mount(fstype: &str, target: &Path, options: &str) -> io::Result<()> {
-    let c = |s: &[u8]| CString::new(s).map_err(io::Error::other);
-    let (src, fs, tgt, opts) =
-        (c(b"snapvisor")?, c(fstype.as_bytes())?, c(target.as_os_str().as_bytes())?, c(options.as_bytes())?);
-    // SAFETY: valid C strings; mount(2) copies them.
-    let rc = unsafe {
-        libc::mount(src.as_ptr(), tgt.as_ptr(), fs.as_ptr(), libc::MS_NOSUID | libc::MS_NODEV, opts.as_ptr().cast())
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-fn unmount(target: &Path) -> io::Result<()> {
-    let tgt = CString::new(target.as_os_str().as_bytes()).map_err(io::Error::other)?;
-    // SAFETY: valid C string.
-    if unsafe { libc::umount2(tgt.as_ptr(), libc::MNT_DETACH) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// Whether `root` holds a live emulation (its record exists).
-pub fn emulation_record(root: &Path) -> Option<EmulationRecord> {
-    let text = std::fs::read(root.join(RECORD)).ok()?;
-    serde_json::from_slice(&text).ok()
-}
-
-/// Sets up an emulated medium under `root`: a mount at `root/mnt` (hugetlbfs with
-/// `huge_pages` reserved, or tmpfs with huge pages), recorded in `root/emulation.json`.
-/// Returns the mount point and the medium.
-pub fn setup_emulation(root: &Path, huge_pages: u64, kind: EmulatedKind) -> Result<(PathBuf, Medium), MediumError> {
-    let mnt = root.join("mnt");
-    if let Some(record) = emulation_record(root) {
-        return Err(MediumError::Emulation(format!(
-            "{} already holds an emulated pool mount at {} (run `snapvisor pool destroy` first)",
-            root.display(),
-            record.mount.display()
-        )));
-    }
-    std::fs::create_dir_all(&mnt).map_err(io_err(&mnt, "create mount point"))?;
-    let mut record = EmulationRecord { mount: mnt.clone(), fstype: String::new(), hugepages_added: 0 };
-    let mut medium = None;
-    if kind != EmulatedKind::Tmpfs {
-        let free_before = free_hugepages();
-        let needed = huge_pages.saturating_sub(free_before);
-        let added = reserve_hugepages(needed).unwrap_or(0);
-        if free_hugepages() >= huge_pages && mount("hugetlbfs", &mnt, "pagesize=2M,mode=0700").is_ok() {
-            record.fstype = "hugetlbfs".into();
-            record.hugepages_added = added;
-            medium = Some(Medium::EmulatedHugetlbfs);
-        } else {
-            let _ = release_hugepages(added);
-            if kind == EmulatedKind::Hugetlbfs {
-                return Err(MediumError::Emulation(format!(
-                    "could not reserve {huge_pages} huge pages of 2 MiB (or mount hugetlbfs at {})",
-                    mnt.display()
-                )));
-            }
-        }
-    }
-    if medium.is_none() {
-        let huge = mount("tmpfs", &mnt, "huge=always,mode=0700").is_ok();
-        if !huge {
-            mount("tmpfs", &mnt, "mode=0700").map_err(io_err(&mnt, "mount tmpfs"))?;
-        }
-        record.fstype = "tmpfs".into();
-        medium = Some(Medium::EmulatedTmpfs { huge });
-    }
-    let json = serde_json::to_vec_pretty(&record).map_err(|e| MediumError::Emulation(e.to_string()))?;
-    let path = root.join(RECORD);
-    let tmp = root.join(format!("{RECORD}.tmp"));
-    std::fs::write(&tmp, json).and_then(|_| std::fs::rename(&tmp, &path)).map_err(io_err(&path, "write"))?;
-    Ok((mnt, medium.expect("a medium was chosen")))
-}
-
-/// Undoes [`setup_emulation`]: unmounts (discarding the pool) and releases the huge pages.
-pub fn teardown_emulation(root: &Path) -> Result<Option<EmulationRecord>, MediumError> {
-    let Some(record) = emulation_record(root) else { return Ok(None) };
-    unmount(&record.mount)
-        .or_else(|e| if e.raw_os_error() == Some(libc::EINVAL) { Ok(()) } else { Err(e) })
-        .map_err(io_err(&record.mount, "unmount"))?;
-    release_hugepages(record.hugepages_added).map_err(io_err(Path::new(NR_HUGEPAGES), "write"))?;
-    let _ = std::fs::remove_dir(&record.mount);
-    std::fs::remove_file(root.join(RECORD)).map_err(io_err(root, "remove emulation record"))?;
-    Ok(Some(record))
+        .and_then(|s| s.trim().parse().ok())
+        .ok_or_else(|| MediumError::NotPersistentMemory(path.to_path_buf()))
 }

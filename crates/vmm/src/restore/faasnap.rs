@@ -8,11 +8,14 @@
 //! from `ws.faasnap`, every other non-zero page `MAP_PRIVATE` from `memory.img`. The vCPU
 //! resumes at once while a background thread reads `ws.faasnap` sequentially into the page
 //! cache, so the guest's faults on the loading set mostly find their page already read.
+//! That thread also hashes what it reads and checks the set's checksum: a mismatch (or a
+//! read error) voids the run (`Pager::failure`), at no cost to the restore.
 
+use super::pager::{SettleOnDrop, Verdict};
 use super::{
     dir_snapshot, mem_err, MemoryStrategy, OpenedSnapshot, Pager, PagerReport, RestoreError, RestoredMemory, Strategy,
 };
-use crate::snapshot::working_set::WorkingSetKind;
+use crate::snapshot::working_set::{DataCheck, WorkingSetKind};
 use crate::snapshot::PageRange;
 use crate::vstate::memory::{GuestMemory, Mapping};
 use snapvisor_abi::PAGE_SIZE;
@@ -20,7 +23,7 @@ use std::fs::File;
 use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 /// The `faasnap` strategy.
@@ -66,42 +69,52 @@ impl MemoryStrategy for Faasnap {
             at += len;
         }
         let file = ws.file().try_clone().map_err(mem_err("duplicating the loading-set descriptor"))?;
-        let prefetcher =
-            Prefetcher::start(file, ws.data_offset(), at).map_err(mem_err("starting background paging"))?;
+        let prefetcher = Prefetcher::start(file, ws.data_offset(), at, ws.data_check())
+            .map_err(mem_err("starting background paging"))?;
         let memory = GuestMemory::new(mapping).map_err(mem_err("creating the guest memory view"))?;
         Ok(RestoredMemory { memory, pager: Some(Box::new(prefetcher)), prepared_bytes: 0, keep_alive: None })
     }
 }
 
-/// Reads `[start, end)` of the loading-set file into the page cache in the background.
+/// Reads `[start, end)` of the loading-set file into the page cache in the background,
+/// hashing it for the set's checksum.
 struct Prefetcher {
     stop: Arc<AtomicBool>,
     read: Arc<AtomicU64>,
-    failure: Arc<Mutex<Option<String>>>,
+    verdict: Verdict,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Prefetcher {
-    fn start(file: File, start: u64, end: u64) -> std::io::Result<Self> {
+    fn start(file: File, start: u64, end: u64, check: DataCheck) -> std::io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let read = Arc::new(AtomicU64::new(0));
-        let failure = Arc::new(Mutex::new(None));
-        let (s, r, f) = (stop.clone(), read.clone(), failure.clone());
+        let verdict = Verdict::default();
+        let (s, r, settle) = (stop.clone(), read.clone(), SettleOnDrop(verdict.clone()));
         let thread = std::thread::Builder::new().name("faasnap-prefetch".into()).spawn(move || {
+            let verdict = &settle.0;
+            let mut hasher = xxhash_rust::xxh3::Xxh3::new();
             let mut buf = vec![0u8; 1 << 20];
             let mut at = start;
-            while at < end && !s.load(Ordering::Relaxed) {
-                let n = (buf.len() as u64).min(end - at) as usize;
-                if let Err(e) = file.read_exact_at(&mut buf[..n], at) {
-                    // The guest's own faults still read the pages; only the prefetch stops.
-                    *f.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+            while at < end {
+                if s.load(Ordering::Relaxed) {
+                    verdict.fail("background paging stopped before the loading set was verified");
                     return;
                 }
+                let n = (buf.len() as u64).min(end - at) as usize;
+                if let Err(e) = file.read_exact_at(&mut buf[..n], at) {
+                    verdict.fail(format!("reading the loading set: {e}"));
+                    return;
+                }
+                hasher.update(&buf[..n]);
                 r.fetch_add(n as u64, Ordering::Relaxed);
                 at += n as u64;
             }
+            if let Err(e) = check.check(hasher.digest()) {
+                verdict.fail(e.to_string());
+            }
         })?;
-        Ok(Prefetcher { stop, read, failure, thread: Some(thread) })
+        Ok(Prefetcher { stop, read, verdict, thread: Some(thread) })
     }
 }
 
@@ -111,8 +124,7 @@ impl Pager for Prefetcher {
     }
 
     fn failure(&self) -> Option<String> {
-        // A failed prefetch slows the guest down but does not change what it reads.
-        None
+        self.verdict.wait()
     }
 }
 
@@ -121,9 +133,6 @@ impl Drop for Prefetcher {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
-        }
-        if let Some(e) = self.failure.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            tracing::warn!("background paging stopped early: {e}");
         }
     }
 }

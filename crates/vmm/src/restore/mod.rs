@@ -18,6 +18,7 @@
 mod cached;
 mod faasnap;
 mod lazy;
+pub mod pager;
 pub mod pass;
 mod reap;
 mod record;
@@ -36,9 +37,10 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use cached::Cached;
+pub use cached::{check_fits, Cached};
 pub use faasnap::Faasnap;
 pub use lazy::Lazy;
+pub use pager::{PageSource, Pager, PagerReport};
 pub use pass::Pass;
 pub use reap::Reap;
 pub use record::{record, Recorded};
@@ -143,8 +145,19 @@ pub enum RestoreError {
     /// The medium cannot do what the strategy needs.
     #[error("{0}")]
     Unsupported(String),
-    /// The pager could not serve a fault while the guest ran.
-    #[error("the page-fault handler could not serve the guest ({failure}); the run is void")]
+    /// The host has too little memory for what the strategy must allocate.
+    #[error("{what} needs {needed_mib} MiB, but the host has only {available_mib} MiB available")]
+    InsufficientMemory {
+        /// What needs the memory.
+        what: &'static str,
+        /// MiB needed.
+        needed_mib: u64,
+        /// MiB available (`MemAvailable`).
+        available_mib: u64,
+    },
+    /// The pager could not serve a fault while the guest ran, or data it checked after
+    /// resume did not match its checksum.
+    #[error("the pager failed ({failure}); the run is void")]
     PagerFailed {
         /// The handler's error.
         failure: String,
@@ -214,37 +227,6 @@ impl SnapshotSource {
             SnapshotSource::Pool { pool, id } => OpenedSnapshot::Pool(pool.open_snapshot(id)?),
         })
     }
-}
-
-/// What a pager did for one VM.
-#[derive(Clone, Copy, Debug, Default, Serialize)]
-pub struct PagerReport {
-    /// Faults served.
-    pub faults: u64,
-    /// Bytes copied into guest memory.
-    pub bytes_copied: u64,
-    /// Faults served with zero pages.
-    pub zero_faults: u64,
-}
-
-/// Serves a restored guest's page faults while it runs (e.g. a userfaultfd handler thread).
-pub trait Pager: Send {
-    /// What it did so far.
-    fn report(&self) -> PagerReport;
-    /// Why it stopped serving faults, if it failed.
-    fn failure(&self) -> Option<String>;
-    /// The guest pages (4 KiB indices) it served, if it records them (REAP's record phase).
-    fn recorded_pages(&self) -> Option<Vec<u64>> {
-        None
-    }
-}
-
-/// Where a faulting page's contents come from.
-pub trait PageSource: Send + Sync {
-    /// Fills `buf` with guest memory at `offset`.
-    fn read(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()>;
-    /// Whether `[offset, offset+len)` is known to be all zero.
-    fn is_zero(&self, offset: u64, len: u64) -> bool;
 }
 
 /// Guest memory built by a strategy for one VM.
@@ -319,9 +301,10 @@ impl RestoredVm {
         self.pager.as_ref().map(|p| p.report()).unwrap_or_default()
     }
 
-    /// Invokes the restored guest once. If the pager failed to serve a fault meanwhile, the
-    /// run fails with that cause, whatever the guest answered (it may have computed from
-    /// pages the pager could not fill).
+    /// Invokes the restored guest once. If the pager failed meanwhile (a fault it could not
+    /// serve, data that did not match its checksum), the run fails with that cause,
+    /// whatever the guest answered (it may have computed from those pages). This waits for
+    /// a check the pager still runs.
     pub fn invoke(&mut self, request: &[u8], timeout: std::time::Duration) -> Result<crate::Invocation, Error> {
         let result = self.vm.invoke(request, timeout);
         match self.pager.as_ref().and_then(|p| p.failure()) {

@@ -57,13 +57,14 @@ impl MemoryStrategy for Pass {
         let pool = snapshot.pool();
         require_private_mappings(pool.medium(), pool.path())?;
         let index = snapshot.index();
+        let fd = pool.fd()?;
         let mapping = Mapping::reserve(index.mem_size as usize).map_err(mem_err("reserving guest address space"))?;
         let mut prepared = 0;
         for run in &index.runs {
             let (at, len) = (run.guest as usize, run.len as usize);
             match run.pool {
                 Some(offset) => {
-                    mapping.map_file(at, len, pool.fd(), offset, false).map_err(|e| {
+                    mapping.map_file(at, len, fd, offset, false).map_err(|e| {
                         if e.raw_os_error() == Some(libc::ENOMEM) && pool.medium().huge_pages() {
                             RestoreError::Unsupported(format!(
                                 "{}: not enough free huge pages to reserve copy-on-write room for this VM ({} MiB); initialise the pool with more --cow-mib",

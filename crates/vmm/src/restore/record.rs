@@ -39,11 +39,7 @@ pub fn record(hv: &Hypervisor, dir: &Path, request: &[u8], timeout: Duration) ->
     let faasnap_response = vm.invoke(request, timeout)?.response;
     let loading =
         faasnap::loading_set(snapshot.memory_file(), snapshot.mem_size(), &snapshot.manifest().memory.zero_ranges)
-            .map_err(|source| crate::snapshot::SnapshotError::Io {
-                path: snapshot.memory_path(),
-                what: "mincore",
-                source,
-            })?;
+            .map_err(crate::snapshot::io_err(&snapshot.memory_path(), "mincore"))?;
     drop(vm);
     let loading = runs_of(loading);
     WorkingSet::write(&snapshot, WorkingSetKind::Faasnap, &loading)?;

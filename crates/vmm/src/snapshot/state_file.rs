@@ -9,14 +9,32 @@
 //! 24+n 8 CRC-64/XZ of bytes 0..24+n (u64 LE)
 //! ```
 //!
-//! postcard is used for its specified, stable wire format.
+//! postcard is used for its specified, stable wire format. A state file is a few KiB; more
+//! than [`STATE_MAX`] bytes is refused before it is read.
 
-use super::{SnapshotError, VmState, FORMAT_VERSION};
+use super::{LayoutRecord, SnapshotError, FORMAT_VERSION};
+use crate::checksum::crc64;
+use crate::vstate::vcpu::VcpuState;
+use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 const MAGIC: &[u8; 8] = b"SNAPVSTA";
 const HEADER: usize = 24;
-const CRC: crc::Crc<u64> = crc::Crc::<u64>::new(&crc::CRC_64_XZ);
+/// Largest state file accepted (the registers, XSAVE area and MSRs take a few KiB).
+pub const STATE_MAX: u64 = 1 << 20;
+
+/// The body of `vmstate.bin`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct VmState {
+    /// Guest ABI version.
+    pub abi_version: u32,
+    /// Guest memory bytes.
+    pub mem_size: u64,
+    /// Guest layout.
+    pub layout: LayoutRecord,
+    /// The vCPU.
+    pub vcpu: VcpuState,
+}
 
 /// Serialises `state` into the state-file format; returns the bytes and their CRC.
 pub(crate) fn encode(state: &VmState) -> Result<(Vec<u8>, u64), postcard::Error> {
@@ -27,16 +45,25 @@ pub(crate) fn encode(state: &VmState) -> Result<(Vec<u8>, u64), postcard::Error>
     out.extend_from_slice(&0u32.to_le_bytes());
     out.extend_from_slice(&(body.len() as u64).to_le_bytes());
     out.extend_from_slice(&body);
-    let crc = CRC.checksum(&out);
+    let crc = crc64(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     Ok((out, crc))
 }
 
 /// Checks and decodes a state file; returns the state and its CRC.
-pub(crate) fn decode(bytes: &[u8], path: &Path) -> Result<(VmState, u64), SnapshotError> {
-    let corrupt = |reason: &str| SnapshotError::Corrupt { path: path.to_path_buf(), reason: reason.to_string() };
+pub fn decode(bytes: &[u8], path: &Path) -> Result<(VmState, u64), SnapshotError> {
+    let corrupt = |reason: &str| super::error::corrupt(path, reason);
     if bytes.len() < HEADER + 8 {
         return Err(corrupt("shorter than the state-file header"));
+    }
+    if bytes.len() as u64 > STATE_MAX {
+        return Err(SnapshotError::OutOfRange {
+            path: path.to_path_buf(),
+            what: "state size",
+            value: bytes.len() as u64,
+            min: (HEADER + 8) as u64,
+            max: STATE_MAX,
+        });
     }
     if &bytes[..8] != MAGIC {
         return Err(corrupt("bad magic (not a snapvisor state file)"));
@@ -51,11 +78,12 @@ pub(crate) fn decode(bytes: &[u8], path: &Path) -> Result<(VmState, u64), Snapsh
     }
     let end = bytes.len() - 8;
     let stored = u64::from_le_bytes(bytes[end..].try_into().expect("8 bytes"));
-    let computed = CRC.checksum(&bytes[..end]);
+    let computed = crc64(&bytes[..end]);
     if stored != computed {
         return Err(SnapshotError::Checksum { path: path.to_path_buf(), stored, computed });
     }
-    let state =
+    let state: VmState =
         postcard::from_bytes(&bytes[HEADER..end]).map_err(|e| corrupt(&format!("body does not decode: {e}")))?;
+    super::manifest::check_mem_size(path, state.mem_size)?;
     Ok((state, stored))
 }

@@ -3,30 +3,39 @@
 //! ```text
 //! SNAPSHOT_DIR/ws.reap | ws.faasnap
 //!   0      8  magic "SNAPWSET"
-//!   8      4  format version
+//!   8      4  format version (2)
 //!   12     4  kind (1 = reap, 2 = faasnap)
 //!   16     8  guest memory size
-//!   24     8  number of runs n
-//!   32     8  data offset d (4 KiB aligned)
-//!   40     8  CRC-64/XZ of the runs and the page data
-//!   48  16·n  runs: (first page, page count), ascending, disjoint
-//!   d     …   the pages' contents, run after run (4 KiB each)
+//!   24     8  memory digest of the snapshot it was recorded from (xxh3 value)
+//!   32     8  number of runs n
+//!   40     8  number of pages p (sum of the runs' counts)
+//!   48     8  data offset d (4 KiB aligned)
+//!   56     8  xxh3-64 of the page data
+//!   64     8  CRC-64/XZ of bytes 0..64 and the run table
+//!   72  16·n  runs: (first page, page count), ascending, disjoint
+//!   d   4K·p  the pages' contents, run after run; the file ends there
 //! ```
 //!
-//! The page data is page-aligned so that FaaSnap can map it straight into guest memory.
-//! Written like a snapshot: temporary file, fsync, rename, fsync of the directory.
+//! [`WorkingSet::open`] checks the metadata (CRC, bounds with checked arithmetic, the kind,
+//! the memory size and digest of the snapshot, the file size) before anything depends on
+//! it. The page data's xxh3 is checked by whoever reads the data anyway, so that checking
+//! costs the restore nothing: REAP's pager thread after resume, FaaSnap's background reader
+//! ([`WorkingSet::check_data`]); a mismatch voids the run. The page data is page-aligned so
+//! that FaaSnap can map it straight into guest memory. Written with
+//! [`write_atomic`](crate::files::write_atomic).
 
-use super::{PageRange, Snapshot, SnapshotError};
+use super::{corrupt, in_range, io_err, PageRange, Snapshot, SnapshotError};
+use crate::checksum::{xxh3_file, CRC64};
+use crate::files::{open_regular, write_atomic};
 use snapvisor_abi::PAGE_SIZE;
-use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"SNAPWSET";
-const VERSION: u32 = 1;
-const HEADER: u64 = 48;
-const CRC: crc::Crc<u64> = crc::Crc::<u64>::new(&crc::CRC_64_XZ);
+const VERSION: u32 = 2;
+/// Bytes of the header.
+pub const HEADER: u64 = 72;
 
 /// Which strategy a working set is for (they are recorded differently).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,25 +64,144 @@ impl WorkingSetKind {
     }
 }
 
+/// The checked metadata of a working-set file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// Runs of pages, ascending.
+    pub runs: Vec<PageRange>,
+    /// Pages in the runs.
+    pub pages: u64,
+    /// Offset of the page data.
+    pub data_offset: u64,
+    /// xxh3-64 of the page data.
+    pub data_xxh3: u64,
+}
+
+impl Header {
+    /// Bytes of the whole file this header describes.
+    pub fn file_len(&self) -> u64 {
+        self.data_offset + self.pages * PAGE_SIZE
+    }
+}
+
+/// What a working set must match: its kind, and the snapshot's memory size and digest.
+#[derive(Clone, Copy, Debug)]
+pub struct Expected {
+    /// Kind.
+    pub kind: WorkingSetKind,
+    /// Guest memory bytes.
+    pub mem_size: u64,
+    /// The snapshot's memory digest.
+    pub memory_digest: u64,
+}
+
+/// Encodes the header and run table.
+fn encode_header(expected: Expected, runs: &[PageRange], data_xxh3: u64) -> (Vec<u8>, u64) {
+    let pages: u64 = runs.iter().map(|r| r.count).sum();
+    let data_offset = (HEADER + 16 * runs.len() as u64).div_ceil(PAGE_SIZE) * PAGE_SIZE;
+    let mut out = Vec::with_capacity(data_offset as usize);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&expected.kind.code().to_le_bytes());
+    for v in [expected.mem_size, expected.memory_digest, runs.len() as u64, pages, data_offset, data_xxh3] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    let mut table = Vec::with_capacity(16 * runs.len());
+    for r in runs {
+        table.extend_from_slice(&r.first.to_le_bytes());
+        table.extend_from_slice(&r.count.to_le_bytes());
+    }
+    let mut crc = CRC64.digest();
+    crc.update(&out);
+    crc.update(&table);
+    out.extend_from_slice(&crc.finalize().to_le_bytes());
+    out.extend_from_slice(&table);
+    (out, data_offset)
+}
+
+/// Decodes and checks the fixed header (`head`, [`HEADER`] bytes) against `expected` and a
+/// file of `file_len` bytes; returns (runs n, pages p, data offset d, data xxh3, stored CRC).
+fn decode_fixed(head: &[u8], expected: Expected, file_len: u64, path: &Path) -> Result<[u64; 5], SnapshotError> {
+    if head.len() < HEADER as usize {
+        return Err(corrupt(path, "shorter than its header"));
+    }
+    let u32_at = |at: usize| u32::from_le_bytes(head[at..at + 4].try_into().expect("4 bytes"));
+    let u64_at = |at: usize| u64::from_le_bytes(head[at..at + 8].try_into().expect("8 bytes"));
+    if &head[..8] != MAGIC {
+        return Err(corrupt(path, "bad magic (not a snapvisor working set)"));
+    }
+    if u32_at(8) != VERSION {
+        return Err(SnapshotError::Version { path: path.into(), found: u32_at(8), expected: VERSION });
+    }
+    if u32_at(12) != expected.kind.code() {
+        return Err(corrupt(path, "recorded for another strategy"));
+    }
+    for (what, found, wanted) in
+        [("memory size", u64_at(16), expected.mem_size), ("memory digest", u64_at(24), expected.memory_digest)]
+    {
+        if found != wanted {
+            return Err(SnapshotError::Mismatch { path: path.into(), what, found, expected: wanted });
+        }
+    }
+    let total_pages = expected.mem_size / PAGE_SIZE;
+    // n runs need 16·n table bytes before the data; p pages are at most all of memory.
+    let n = in_range(path, "run count", u64_at(32), 0, total_pages)?;
+    let pages = in_range(path, "page count", u64_at(40), n, total_pages)?;
+    let data_offset = in_range(path, "data offset", u64_at(48), HEADER + 16 * n, file_len)?;
+    if !data_offset.is_multiple_of(PAGE_SIZE) {
+        return Err(corrupt(path, "data offset is not 4 KiB aligned"));
+    }
+    let expected_len = pages.checked_mul(PAGE_SIZE).and_then(|b| b.checked_add(data_offset));
+    if expected_len != Some(file_len) {
+        return Err(SnapshotError::Mismatch {
+            path: path.into(),
+            what: "file size",
+            found: file_len,
+            expected: expected_len.unwrap_or(u64::MAX),
+        });
+    }
+    Ok([n, pages, data_offset, u64_at(56), u64_at(64)])
+}
+
+/// Decodes and checks a working set's metadata from `bytes` (the file's first bytes, at
+/// least up to its data offset) for a file of `file_len` bytes.
+pub fn decode_header(bytes: &[u8], expected: Expected, file_len: u64, path: &Path) -> Result<Header, SnapshotError> {
+    let [n, pages, data_offset, data_xxh3, stored] = decode_fixed(bytes, expected, file_len, path)?;
+    let table_end = (HEADER + 16 * n) as usize;
+    let table = bytes.get(HEADER as usize..table_end).ok_or_else(|| corrupt(path, "truncated run table"))?;
+    let mut crc = CRC64.digest();
+    crc.update(&bytes[..HEADER as usize - 8]);
+    crc.update(table);
+    let computed = crc.finalize();
+    if computed != stored {
+        return Err(SnapshotError::Checksum { path: path.into(), stored, computed });
+    }
+    let total_pages = expected.mem_size / PAGE_SIZE;
+    let mut runs = Vec::with_capacity(n as usize);
+    let (mut next, mut sum) = (0, 0u64);
+    for entry in table.chunks_exact(16) {
+        let first = u64::from_le_bytes(entry[..8].try_into().expect("8 bytes"));
+        let count = u64::from_le_bytes(entry[8..].try_into().expect("8 bytes"));
+        if count == 0 || first < next || first.checked_add(count).is_none_or(|end| end > total_pages) {
+            return Err(corrupt(path, "runs are empty, unsorted, overlapping or outside memory"));
+        }
+        next = first + count;
+        sum += count;
+        runs.push(PageRange { first, count });
+    }
+    if sum != pages {
+        return Err(corrupt(path, format!("the runs hold {sum} pages, the header says {pages}")));
+    }
+    Ok(Header { runs, pages, data_offset, data_xxh3 })
+}
+
 /// A working set: which guest pages, and where their contents are in the file.
 #[derive(Debug)]
 pub struct WorkingSet {
     kind: WorkingSetKind,
     path: PathBuf,
     file: File,
-    runs: Vec<PageRange>,
-    data_offset: u64,
-}
-
-fn io(path: &Path, what: &'static str) -> impl FnOnce(std::io::Error) -> SnapshotError {
-    let path = path.to_path_buf();
-    move |source| {
-        if source.kind() == std::io::ErrorKind::NotFound {
-            SnapshotError::Missing(path)
-        } else {
-            SnapshotError::Io { path, what, source }
-        }
-    }
+    header: Header,
 }
 
 impl WorkingSet {
@@ -82,134 +210,76 @@ impl WorkingSet {
         dir.join(kind.file_name())
     }
 
-    /// Writes the working set `runs` of `snapshot`, with the pages' contents copied from its
-    /// memory file, atomically.
+    fn expected(snapshot: &Snapshot, kind: WorkingSetKind) -> Expected {
+        Expected { kind, mem_size: snapshot.mem_size(), memory_digest: snapshot.manifest().memory_digest() }
+    }
+
+    /// Writes the working set `runs` (sorted, disjoint, inside memory) of `snapshot`, with
+    /// the pages' contents copied from its memory file, atomically.
     pub fn write(snapshot: &Snapshot, kind: WorkingSetKind, runs: &[PageRange]) -> Result<(), SnapshotError> {
         let path = Self::path(snapshot.dir(), kind);
-        let tmp = snapshot.dir().join(format!(".{}.partial-{}", kind.file_name(), std::process::id()));
-        let result = (|| {
-            let pages: u64 = runs.iter().map(|r| r.count).sum();
-            let data_offset = (HEADER + 16 * runs.len() as u64).div_ceil(PAGE_SIZE) * PAGE_SIZE;
-            let mut table = Vec::with_capacity(16 * runs.len());
-            for r in runs {
-                table.extend_from_slice(&r.first.to_le_bytes());
-                table.extend_from_slice(&r.count.to_le_bytes());
-            }
-            let mut file =
-                OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).map_err(io(&tmp, "create"))?;
-            let mut crc = CRC.digest();
-            crc.update(&table);
+        let memory_path = snapshot.memory_path();
+        let mut read_error = None;
+        write_atomic(&path, |file| {
+            let (_, data_offset) = encode_header(Self::expected(snapshot, kind), runs, 0);
+            let mut hasher = xxhash_rust::xxh3::Xxh3::new();
             let mut buf = vec![0u8; 1 << 20];
             let mut at = data_offset;
             for r in runs {
                 let mut done = 0;
                 while done < r.count * PAGE_SIZE {
                     let n = (buf.len() as u64).min(r.count * PAGE_SIZE - done) as usize;
-                    snapshot
-                        .memory_file()
-                        .read_exact_at(&mut buf[..n], r.start() + done)
-                        .map_err(io(&snapshot.memory_path(), "read"))?;
-                    crc.update(&buf[..n]);
-                    file.write_all_at(&buf[..n], at).map_err(io(&tmp, "write"))?;
+                    if let Err(e) = snapshot.memory_file().read_exact_at(&mut buf[..n], r.start() + done) {
+                        let message = e.to_string();
+                        read_error = Some(e);
+                        return Err(std::io::Error::other(message));
+                    }
+                    hasher.update(&buf[..n]);
+                    file.write_all_at(&buf[..n], at)?;
                     done += n as u64;
                     at += n as u64;
                 }
             }
-            let mut header = Vec::with_capacity(HEADER as usize);
-            header.extend_from_slice(MAGIC);
-            header.extend_from_slice(&VERSION.to_le_bytes());
-            header.extend_from_slice(&kind.code().to_le_bytes());
-            header.extend_from_slice(&snapshot.mem_size().to_le_bytes());
-            header.extend_from_slice(&(runs.len() as u64).to_le_bytes());
-            header.extend_from_slice(&data_offset.to_le_bytes());
-            header.extend_from_slice(&crc.finalize().to_le_bytes());
-            file.write_all_at(&header, 0).map_err(io(&tmp, "write"))?;
-            file.write_all_at(&table, HEADER).map_err(io(&tmp, "write"))?;
-            file.set_len(data_offset + pages * PAGE_SIZE).map_err(io(&tmp, "set length"))?;
-            file.flush().map_err(io(&tmp, "write"))?;
-            file.sync_all().map_err(io(&tmp, "fsync"))?;
-            std::fs::rename(&tmp, &path).map_err(io(&path, "rename into place"))?;
-            File::open(snapshot.dir()).and_then(|d| d.sync_all()).map_err(io(snapshot.dir(), "fsync directory"))
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result
+            let (head, _) = encode_header(Self::expected(snapshot, kind), runs, hasher.digest());
+            file.write_all_at(&head, 0)?;
+            file.set_len(at)
+        })
+        .map_err(|e| match read_error {
+            Some(source) => io_err(&memory_path, "read")(source),
+            None => e.into(),
+        })
     }
 
-    /// Opens and checks the `kind` working set of `snapshot` (runs inside memory, sorted,
-    /// disjoint, file long enough; the CRC of runs and data with `verify`).
+    /// Opens the `kind` working set of `snapshot` and checks its metadata; with `verify`,
+    /// also its page data (else see [`WorkingSet::check_data`]).
     pub fn open(snapshot: &Snapshot, kind: WorkingSetKind, verify: bool) -> Result<Self, SnapshotError> {
         let path = Self::path(snapshot.dir(), kind);
-        let file = File::open(&path).map_err(io(&path, "open"))?;
-        let corrupt = |reason: &str| SnapshotError::Corrupt { path: path.clone(), reason: reason.into() };
-        let mut header = [0u8; HEADER as usize];
-        file.read_exact_at(&mut header, 0).map_err(|_| corrupt("shorter than its header"))?;
-        let u64_at = |at: usize| u64::from_le_bytes(header[at..at + 8].try_into().expect("8 bytes"));
-        if &header[..8] != MAGIC {
-            return Err(corrupt("bad magic (not a snapvisor working set)"));
-        }
-        let version = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
-        if version != VERSION {
-            return Err(SnapshotError::Version { path, found: version, expected: VERSION });
-        }
-        if u32::from_le_bytes(header[12..16].try_into().expect("4 bytes")) != kind.code() {
-            return Err(corrupt("recorded for another strategy"));
-        }
-        if u64_at(16) != snapshot.mem_size() {
-            return Err(SnapshotError::Mismatch {
-                path,
-                what: "memory size",
-                found: u64_at(16),
-                expected: snapshot.mem_size(),
-            });
-        }
-        let (n, data_offset, stored) = (u64_at(24), u64_at(32), u64_at(40));
-        let pages_total = snapshot.mem_size() / PAGE_SIZE;
-        if n > pages_total || data_offset < HEADER + 16 * n || data_offset % PAGE_SIZE != 0 {
-            return Err(corrupt("run table out of range"));
-        }
-        let mut table = vec![0u8; 16 * n as usize];
-        file.read_exact_at(&mut table, HEADER).map_err(|_| corrupt("truncated run table"))?;
-        let mut runs = Vec::with_capacity(n as usize);
-        let mut next = 0;
-        for entry in table.chunks_exact(16) {
-            let first = u64::from_le_bytes(entry[..8].try_into().expect("8 bytes"));
-            let count = u64::from_le_bytes(entry[8..].try_into().expect("8 bytes"));
-            if count == 0 || first < next || first.checked_add(count).is_none_or(|end| end > pages_total) {
-                return Err(corrupt("runs are empty, unsorted, overlapping or outside memory"));
-            }
-            next = first + count;
-            runs.push(PageRange { first, count });
-        }
-        let pages: u64 = runs.iter().map(|r| r.count).sum();
-        let len = file.metadata().map_err(io(&path, "stat"))?.len();
-        if len != data_offset + pages * PAGE_SIZE {
-            return Err(SnapshotError::Mismatch {
-                path,
-                what: "file size",
-                found: len,
-                expected: data_offset + pages * PAGE_SIZE,
-            });
-        }
-        let set = WorkingSet { kind, path, file, runs, data_offset };
+        let (file, len) = open_regular(&path)?;
+        let expected = Self::expected(snapshot, kind);
+        let mut head = [0u8; HEADER as usize];
+        file.read_exact_at(&mut head, 0).map_err(|_| corrupt(&path, "shorter than its header"))?;
+        let [n, ..] = decode_fixed(&head, expected, len, &path)?;
+        // The table is bounded: n ≤ pages of memory, and the file holds it (d ≥ 72 + 16·n).
+        let mut bytes = vec![0u8; (HEADER + 16 * n) as usize];
+        file.read_exact_at(&mut bytes, 0).map_err(io_err(&path, "read"))?;
+        let header = decode_header(&bytes, expected, len, &path)?;
+        let set = WorkingSet { kind, path, file, header };
         if verify {
-            let mut crc = CRC.digest();
-            crc.update(&table);
-            let mut buf = vec![0u8; 1 << 20];
-            let mut at = data_offset;
-            while at < len {
-                let n = (buf.len() as u64).min(len - at) as usize;
-                set.file.read_exact_at(&mut buf[..n], at).map_err(io(&set.path, "read"))?;
-                crc.update(&buf[..n]);
-                at += n as u64;
-            }
-            let computed = crc.finalize();
-            if computed != stored {
-                return Err(SnapshotError::Checksum { path: set.path, stored, computed });
-            }
+            let computed = xxh3_file(&set.file, set.header.data_offset, set.header.pages * PAGE_SIZE)
+                .map_err(io_err(&set.path, "read"))?;
+            set.check_data(computed)?;
         }
         Ok(set)
+    }
+
+    /// Checks the xxh3-64 of the page data (as read by the caller) against the header.
+    pub fn check_data(&self, computed: u64) -> Result<(), SnapshotError> {
+        check_data(&self.path, self.header.data_xxh3, computed)
+    }
+
+    /// A check of the page data that can move to another thread (see [`DataCheck`]).
+    pub fn data_check(&self) -> DataCheck {
+        DataCheck { path: self.path.clone(), expected: self.header.data_xxh3 }
     }
 
     /// The strategy it was recorded for.
@@ -219,12 +289,12 @@ impl WorkingSet {
 
     /// The runs of pages, ascending.
     pub fn runs(&self) -> &[PageRange] {
-        &self.runs
+        &self.header.runs
     }
 
     /// Pages in the set.
     pub fn pages(&self) -> u64 {
-        self.runs.iter().map(|r| r.count).sum()
+        self.header.pages
     }
 
     /// The file (page data starts at [`WorkingSet::data_offset`]).
@@ -234,13 +304,34 @@ impl WorkingSet {
 
     /// Offset of the first page's data in the file.
     pub fn data_offset(&self) -> u64 {
-        self.data_offset
+        self.header.data_offset
     }
 
     /// Path of the file.
     pub fn file_path(&self) -> &Path {
         &self.path
     }
+}
+
+/// What the page data of a working set must hash to, for the thread that reads it.
+#[derive(Clone, Debug)]
+pub struct DataCheck {
+    path: PathBuf,
+    expected: u64,
+}
+
+impl DataCheck {
+    /// Checks the xxh3-64 of the page data as read.
+    pub fn check(&self, computed: u64) -> Result<(), SnapshotError> {
+        check_data(&self.path, self.expected, computed)
+    }
+}
+
+fn check_data(path: &Path, stored: u64, computed: u64) -> Result<(), SnapshotError> {
+    if stored != computed {
+        return Err(SnapshotError::Checksum { path: path.into(), stored, computed });
+    }
+    Ok(())
 }
 
 /// Sorted, disjoint page runs from a set of page indices.
@@ -261,6 +352,8 @@ pub fn runs_of(mut pages: Vec<u64>) -> Vec<PageRange> {
 mod tests {
     use super::*;
 
+    const EXPECTED: Expected = Expected { kind: WorkingSetKind::Reap, mem_size: 16 << 20, memory_digest: 7 };
+
     #[test]
     fn runs_merge_neighbours() {
         assert_eq!(
@@ -268,5 +361,36 @@ mod tests {
             vec![PageRange { first: 1, count: 3 }, PageRange { first: 7, count: 3 }]
         );
         assert!(runs_of(Vec::new()).is_empty());
+    }
+
+    #[test]
+    fn headers_round_trip_and_every_header_byte_is_checked() {
+        let runs = [PageRange { first: 1, count: 3 }, PageRange { first: 9, count: 2 }];
+        let (bytes, d) = encode_header(EXPECTED, &runs, 42);
+        let path = Path::new("ws.reap");
+        let len = d + 5 * PAGE_SIZE;
+        let header = decode_header(&bytes, EXPECTED, len, path).unwrap();
+        assert_eq!((header.runs.as_slice(), header.pages, header.data_offset, header.data_xxh3), (&runs[..], 5, d, 42));
+        for at in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[at] ^= 0x01;
+            assert!(decode_header(&bad, EXPECTED, len, path).is_err(), "flip at {at} accepted");
+        }
+        let other = Expected { memory_digest: 8, ..EXPECTED };
+        assert!(matches!(decode_header(&bytes, other, len, path), Err(SnapshotError::Mismatch { .. })));
+        assert!(matches!(decode_header(&bytes, EXPECTED, len + 1, path), Err(SnapshotError::Mismatch { .. })));
+    }
+
+    #[test]
+    fn huge_counts_and_offsets_are_refused_before_use() {
+        let path = Path::new("ws.reap");
+        let (bytes, _) = encode_header(EXPECTED, &[PageRange { first: 0, count: 1 }], 0);
+        // pages · 4 KiB + data offset overflows u64: refused, not wrapped.
+        for (at, value) in [(32usize, u64::MAX), (40, u64::MAX / 4096 + 1), (48, u64::MAX - 4095)] {
+            let mut bad = bytes.clone();
+            bad[at..at + 8].copy_from_slice(&value.to_le_bytes());
+            let err = decode_header(&bad, EXPECTED, u64::MAX, path).unwrap_err();
+            assert!(matches!(err, SnapshotError::OutOfRange { .. } | SnapshotError::Mismatch { .. }), "{err}");
+        }
     }
 }

@@ -1,15 +1,18 @@
-//! Writing a snapshot directory atomically: temporary directory, fsync, rename.
+//! Writing a snapshot directory atomically: temporary directory, fsync, rename (with the
+//! helpers of `crate::files`).
 
 use super::{
-    digest_bytes, state_file, LayoutRecord, Manifest, MemoryRecord, PageRange, SnapshotError, StateRecord, VmState,
+    io_err, state_file, LayoutRecord, Manifest, MemoryRecord, PageRange, SnapshotError, StateRecord, VmState,
     FORMAT_VERSION, MANIFEST, MEMORY, STATE,
 };
+use crate::checksum::digest_bytes;
+use crate::files::{parent_of, partial_path, remove_stale_partials, rename2, sync_dir};
 use crate::vstate::memory::GuestMemory;
 use snapvisor_abi::PAGE_SIZE;
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// What a snapshot is made of.
 pub struct SnapshotInput<'a> {
@@ -23,11 +26,6 @@ pub struct SnapshotInput<'a> {
     pub memory: &'a GuestMemory,
 }
 
-fn io(path: &Path, what: &'static str) -> impl FnOnce(std::io::Error) -> SnapshotError {
-    let path = path.to_path_buf();
-    move |source| SnapshotError::Io { path, what, source }
-}
-
 /// Writes the snapshot to `dir`. Without `force`, an existing `dir` is an error; with it,
 /// an existing snapshot is swapped for the new one in one atomic exchange once the new one
 /// is complete (a directory that is not a snapshot is never replaced).
@@ -39,23 +37,18 @@ pub fn write(dir: &Path, input: SnapshotInput<'_>, force: bool) -> Result<Manife
     if existing && !dir.join(MANIFEST).exists() {
         return Err(SnapshotError::NotASnapshot(dir.to_path_buf()));
     }
-    let parent = match dir.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&parent).map_err(io(&parent, "create directory"))?;
-    let name = dir
-        .file_name()
-        .ok_or_else(|| SnapshotError::Corrupt { path: dir.to_path_buf(), reason: "not a directory name".into() })?;
-    let name = name.to_string_lossy();
-    remove_stale_partials(&parent, &name);
-    let tmp = parent.join(format!(".{name}.partial-{}", std::process::id()));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(io(&tmp, "remove stale temporary directory"))?;
+    let parent = parent_of(dir);
+    std::fs::create_dir_all(&parent).map_err(io_err(&parent, "create directory"))?;
+    let tmp = partial_path(dir)?;
+    if let Some(name) = dir.file_name() {
+        remove_stale_partials(&parent, &name.to_string_lossy());
     }
-    std::fs::create_dir(&tmp).map_err(io(&tmp, "create directory"))?;
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(io_err(&tmp, "remove stale temporary directory"))?;
+    }
+    std::fs::create_dir(&tmp).map_err(io_err(&tmp, "create directory"))?;
 
-    let manifest = match write_files(&tmp, input).and_then(|m| sync_dir(&tmp).map(|_| m)) {
+    let manifest = match write_files(&tmp, input).and_then(|m| sync_dir(&tmp).map(|_| m).map_err(Into::into)) {
         Ok(m) => m,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&tmp);
@@ -70,7 +63,7 @@ pub fn write(dir: &Path, input: SnapshotInput<'_>, force: bool) -> Result<Manife
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&tmp);
-                return Err(io(dir, "exchange with the old snapshot")(e));
+                return Err(io_err(dir, "exchange with the old snapshot")(e));
             }
         }
     } else {
@@ -82,28 +75,16 @@ pub fn write(dir: &Path, input: SnapshotInput<'_>, force: bool) -> Result<Manife
             return Err(if e.kind() == std::io::ErrorKind::AlreadyExists {
                 SnapshotError::Exists(dir.to_path_buf())
             } else {
-                io(dir, "rename into place")(e)
+                io_err(dir, "rename into place")(e)
             });
         }
     }
     sync_dir(&parent)?;
     if exchanged {
         // `tmp` now holds the old snapshot; a crash before this leaves it as a stale partial.
-        std::fs::remove_dir_all(&tmp).map_err(io(&tmp, "remove the old snapshot"))?;
+        std::fs::remove_dir_all(&tmp).map_err(io_err(&tmp, "remove the old snapshot"))?;
     }
     Ok(manifest)
-}
-
-/// `renameat2(from, to, flags)`.
-fn rename2(from: &Path, to: &Path, flags: libc::c_uint) -> std::io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(std::io::Error::other);
-    let (from, to) = (c(from)?, c(to)?);
-    // SAFETY: valid C strings; renameat2 does not keep them.
-    if unsafe { libc::renameat2(libc::AT_FDCWD, from.as_ptr(), libc::AT_FDCWD, to.as_ptr(), flags) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 fn write_files(tmp: &Path, input: SnapshotInput<'_>) -> Result<Manifest, SnapshotError> {
@@ -116,13 +97,11 @@ fn write_files(tmp: &Path, input: SnapshotInput<'_>) -> Result<Manifest, Snapsho
 
     let state_path = tmp.join(STATE);
     let layout: LayoutRecord = input.state.layout;
-    let (encoded, crc64) = state_file::encode(&input.state).map_err(|e| SnapshotError::Corrupt {
-        path: state_path.clone(),
-        reason: format!("cannot encode state: {e}"),
-    })?;
+    let (encoded, crc64) = state_file::encode(&input.state)
+        .map_err(|e| super::corrupt(&state_path, format!("cannot encode state: {e}")))?;
     write_synced(&state_path, &encoded)?;
 
-    let manifest = Manifest {
+    let mut manifest = Manifest {
         format_version: FORMAT_VERSION,
         abi_version: snapvisor_abi::ABI_VERSION,
         function: input.function.to_string(),
@@ -131,24 +110,20 @@ fn write_files(tmp: &Path, input: SnapshotInput<'_>) -> Result<Manifest, Snapsho
         layout,
         memory: MemoryRecord { file: MEMORY.into(), digest, data_pages, zero_ranges },
         state: StateRecord { file: STATE.into(), crc64, bytes: encoded.len() as u64 },
-        created_unix: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
+        created_unix: crate::pool::now_unix(),
+        crc64: 0,
     };
+    manifest.seal();
     // The manifest goes last: a directory without one is never a snapshot.
-    let manifest_path = tmp.join(MANIFEST);
-    let json = serde_json::to_vec_pretty(&manifest)
-        .map_err(|e| SnapshotError::Corrupt { path: manifest_path.clone(), reason: e.to_string() })?;
-    write_synced(&manifest_path, &json)?;
+    write_synced(&tmp.join(MANIFEST), &manifest.encode())?;
     Ok(manifest)
 }
 
 /// Writes the non-zero pages of `bytes` to a sparse file; returns the zero ranges and the
 /// number of data pages.
 fn write_memory(path: &Path, bytes: &[u8]) -> Result<(Vec<PageRange>, u64), SnapshotError> {
-    let file = OpenOptions::new().write(true).create_new(true).open(path).map_err(io(path, "create"))?;
-    file.set_len(bytes.len() as u64).map_err(io(path, "set length"))?;
+    let file = OpenOptions::new().write(true).create_new(true).open(path).map_err(io_err(path, "create"))?;
+    file.set_len(bytes.len() as u64).map_err(io_err(path, "set length"))?;
     let page = PAGE_SIZE as usize;
     let mut zero_ranges: Vec<PageRange> = Vec::new();
     let mut data_pages = 0;
@@ -157,7 +132,7 @@ fn write_memory(path: &Path, bytes: &[u8]) -> Result<(Vec<PageRange>, u64), Snap
         if is_zero(chunk) {
             if let Some(start) = run_start.take() {
                 file.write_all_at(&bytes[start * page..index * page], (start * page) as u64)
-                    .map_err(io(path, "write"))?;
+                    .map_err(io_err(path, "write"))?;
             }
             match zero_ranges.last_mut() {
                 Some(r) if r.first + r.count == index as u64 => r.count += 1,
@@ -169,9 +144,9 @@ fn write_memory(path: &Path, bytes: &[u8]) -> Result<(Vec<PageRange>, u64), Snap
         }
     }
     if let Some(start) = run_start {
-        file.write_all_at(&bytes[start * page..], (start * page) as u64).map_err(io(path, "write"))?;
+        file.write_all_at(&bytes[start * page..], (start * page) as u64).map_err(io_err(path, "write"))?;
     }
-    file.sync_all().map_err(io(path, "fsync"))?;
+    file.sync_all().map_err(io_err(path, "fsync"))?;
     Ok((zero_ranges, data_pages))
 }
 
@@ -183,51 +158,7 @@ pub fn is_zero(page: &[u8]) -> bool {
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), SnapshotError> {
-    let mut file = OpenOptions::new().write(true).create_new(true).open(path).map_err(io(path, "create"))?;
-    file.write_all(bytes).map_err(io(path, "write"))?;
-    file.sync_all().map_err(io(path, "fsync"))
-}
-
-fn sync_dir(dir: &Path) -> Result<(), SnapshotError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir, "fsync directory"))
-}
-
-/// Removes temporary directories (`.NAME.partial-PID`) of earlier writers of `name` that
-/// are no longer running.
-fn remove_stale_partials(parent: &Path, name: &str) {
-    let Ok(entries) = std::fs::read_dir(parent) else { return };
-    let prefix = format!(".{name}.partial-");
-    for entry in entries.flatten() {
-        let file_name = entry.file_name();
-        let Some(pid) = file_name.to_str().and_then(|f| f.strip_prefix(&prefix)) else { continue };
-        // Only a bare process id: `.a.partial-1.partial-7` belongs to snapshot `a.partial-1`.
-        let Ok(pid) = pid.parse::<u32>() else { continue };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_dead_writers_partials_of_this_name_are_removed() {
-        let parent = std::env::temp_dir().join(format!("snapvisor-partials-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&parent);
-        std::fs::create_dir_all(&parent).unwrap();
-        let me = std::process::id();
-        let dead = parent.join(".a.partial-4294967295");
-        let live = parent.join(format!(".a.partial-{me}"));
-        let other_name = parent.join(format!(".a.partial-1.partial-{me}"));
-        for d in [&dead, &live, &other_name] {
-            std::fs::create_dir(d).unwrap();
-        }
-        remove_stale_partials(&parent, "a");
-        assert!(!dead.exists());
-        assert!(live.exists(), "a running writer's directory was removed");
-        assert!(other_name.exists(), "snapshot `a.partial-1`'s writer was taken for one of `a`");
-        std::fs::remove_dir_all(&parent).unwrap();
-    }
+    let mut file = OpenOptions::new().write(true).create_new(true).open(path).map_err(io_err(path, "create"))?;
+    file.write_all(bytes).map_err(io_err(path, "write"))?;
+    file.sync_all().map_err(io_err(path, "fsync"))
 }

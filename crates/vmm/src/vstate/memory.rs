@@ -34,10 +34,6 @@ pub enum Advice {
     NoHugePage,
     /// Map pages now, read-only where the mapping is private (no copy).
     PopulateRead,
-    /// Map pages now, writable (copies private file pages, allocates anonymous ones).
-    PopulateWrite,
-    /// Free the range's pages (anonymous memory reads back as zero).
-    DontNeed,
 }
 
 impl Mapping {
@@ -168,8 +164,6 @@ impl Mapping {
             Advice::HugePage => libc::MADV_HUGEPAGE,
             Advice::NoHugePage => libc::MADV_NOHUGEPAGE,
             Advice::PopulateRead => libc::MADV_POPULATE_READ,
-            Advice::PopulateWrite => libc::MADV_POPULATE_WRITE,
-            Advice::DontNeed => libc::MADV_DONTNEED,
         };
         // SAFETY: madvise on a range this Mapping owns; none of these advices invalidates
         // memory that Rust code holds references into (guest memory is accessed volatile).

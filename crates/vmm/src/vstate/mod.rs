@@ -1,5 +1,7 @@
 //! KVM state: the hypervisor handle, VMs, vCPUs, guest memory and KVM counters.
 
+pub mod console;
+pub mod exit;
 pub mod kvm;
 pub mod memory;
 pub mod stats;

@@ -2,11 +2,15 @@
 //! the guest's next hypercall, stopping a guest that overruns its time, and saving and
 //! restoring its state.
 //!
-//! Every exit is decoded into a [`GuestEvent`] or a typed [`VcpuError`]: a guest's
-//! abort, exception, bad hypercall argument, unknown port or triple fault never panics
-//! the VMM and never reads outside guest memory.
+//! Every exit is decoded (`vstate::exit`, a pure function) into a [`GuestEvent`] or a
+//! typed [`VcpuError`]: a guest's abort, exception, bad hypercall argument, unknown port
+//! or triple fault never panics the VMM and never reads outside guest memory.
+
+pub use super::console::Console;
 
 use crate::boot;
+use crate::escape::Escaped;
+use crate::vstate::exit::{self, CpuState, Exit, Step};
 use crate::vstate::kvm::Hypervisor;
 use crate::vstate::memory::{GuestMemory, OutOfBounds};
 use crate::vstate::stats::{KvmCounters, VcpuStats};
@@ -15,7 +19,6 @@ use kvm_bindings::{
 };
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use serde::{Deserialize, Serialize};
-use snapvisor_abi::{exception_name, layout, mailbox, port, ExceptionFrame};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -43,8 +46,9 @@ pub enum VcpuError {
     /// The guest did not reach its next hypercall in time.
     #[error("the guest did not answer within {0:?} (stopped)")]
     Timeout(Duration),
-    /// The guest aborted (panic or explicit abort) with a message.
-    #[error("the guest aborted: {0}")]
+    /// The guest aborted (panic or explicit abort) with a message (raw guest text; shown
+    /// escaped and shortened).
+    #[error("the guest aborted: {}", Escaped::new(.0))]
     GuestAbort(String),
     /// A CPU exception in the guest.
     #[error("guest exception {name} (vector {vector}) at rip {rip:#x}, error code {error_code:#x}, rsp {rsp:#x}")]
@@ -59,6 +63,19 @@ pub enum VcpuError {
         error_code: u64,
         /// Stack pointer at the fault.
         rsp: u64,
+    },
+    /// A page fault on the VMM's own structures in the guest (page tables, descriptor
+    /// tables, stubs, exception stack: supervisor-only; boot info: read-only).
+    #[error("the guest {} the VMM's {region} at {address:#x} (rip {rip:#x}), which it may not", if *.write { "wrote" } else { "read" })]
+    PlatformAccess {
+        /// Which structure.
+        region: &'static str,
+        /// The address accessed.
+        address: u64,
+        /// Whether it was a write.
+        write: bool,
+        /// The instruction.
+        rip: u64,
     },
     /// A hypercall length above its mailbox area.
     #[error("the guest passed a {what} length of {len} bytes, above the mailbox limit of {max}")]
@@ -145,43 +162,6 @@ pub const SAVED_MSRS: &[(u32, &str)] = &[
     (0xc000_0103, "TSC_AUX"),
 ];
 
-/// Console output of a guest, kept up to [`Console::LIMIT`] bytes (a guest that prints
-/// without end cannot grow the VMM's memory without end).
-#[derive(Clone, Debug, Default)]
-pub struct Console {
-    lines: Vec<String>,
-    bytes: usize,
-    dropped: u64,
-}
-
-impl Console {
-    /// Bytes kept per VM.
-    pub const LIMIT: usize = 1 << 20;
-
-    fn push(&mut self, text: String) {
-        if self.bytes + text.len() > Self::LIMIT {
-            if self.dropped == 0 {
-                tracing::warn!(target: "guest", "console output above {} bytes is dropped", Self::LIMIT);
-            }
-            self.dropped += text.len() as u64;
-            return;
-        }
-        tracing::info!(target: "guest", "{}", text.trim_end());
-        self.bytes += text.len();
-        self.lines.push(text);
-    }
-
-    /// The lines kept.
-    pub fn lines(&self) -> &[String] {
-        &self.lines
-    }
-
-    /// Bytes dropped after the limit.
-    pub fn dropped(&self) -> u64 {
-        self.dropped
-    }
-}
-
 /// A vCPU and its counters.
 pub struct Vcpu {
     fd: VcpuFd,
@@ -228,97 +208,33 @@ impl Vcpu {
         let start = Instant::now();
         let _timer = RunTimer::arm(timeout).map_err(VcpuError::Timer)?;
         loop {
-            let (port, arg) = match self.fd.run() {
-                Ok(VcpuExit::IoOut(port, data)) => {
-                    let mut bytes = [0u8; 4];
-                    let n = data.len().min(4);
-                    bytes[..n].copy_from_slice(&data[..n]);
-                    (port, u32::from_le_bytes(bytes))
-                }
-                Ok(VcpuExit::IoIn(port, _)) => return Err(VcpuError::BadPort { port, direction: "in" }),
-                Ok(VcpuExit::Shutdown) => return Err(VcpuError::Shutdown),
+            let exit = match self.fd.run() {
+                Ok(VcpuExit::IoOut(port, data)) => Exit::Out { port, arg: exit::out_arg(data) },
+                Ok(VcpuExit::IoIn(port, _)) => Exit::In { port },
+                Ok(VcpuExit::Shutdown) => Exit::Shutdown,
                 Ok(VcpuExit::InternalError) => {
                     // SAFETY: exit_reason is KVM_EXIT_INTERNAL_ERROR, so `internal` is the valid union member.
-                    let suberror = unsafe { self.fd.get_kvm_run().__bindgen_anon_1.internal.suberror };
-                    return Err(VcpuError::Internal(suberror));
+                    Exit::Internal(unsafe { self.fd.get_kvm_run().__bindgen_anon_1.internal.suberror })
                 }
-                Ok(VcpuExit::FailEntry(reason, _)) => return Err(VcpuError::FailEntry(reason)),
-                Ok(VcpuExit::MmioRead(addr, _) | VcpuExit::MmioWrite(addr, _)) => return Err(VcpuError::Mmio(addr)),
-                Ok(VcpuExit::Intr) => {
-                    if start.elapsed() >= timeout {
-                        return Err(VcpuError::Timeout(timeout));
-                    }
-                    continue;
-                }
-                Ok(other) => return Err(VcpuError::UnexpectedExit(format!("{other:?}"))),
-                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
-                    if start.elapsed() >= timeout {
-                        return Err(VcpuError::Timeout(timeout));
-                    }
-                    continue;
-                }
+                Ok(VcpuExit::FailEntry(reason, _)) => Exit::FailEntry(reason),
+                Ok(VcpuExit::MmioRead(addr, _) | VcpuExit::MmioWrite(addr, _)) => Exit::Mmio(addr),
+                Ok(VcpuExit::Intr) => Exit::Interrupted,
+                Ok(other) => Exit::Other(format!("{other:?}")),
+                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => Exit::Interrupted,
                 Err(e) => return Err(VcpuError::Kvm { what: "KVM_RUN", source: e }),
             };
-            match port {
-                port::READY => return Ok(GuestEvent::Ready),
-                port::RESPOND => {
-                    check_len("response", arg, mailbox::RESPONSE_MAX)?;
-                    return Ok(GuestEvent::Response(arg));
-                }
-                port::CONSOLE => {
-                    check_len("console", arg, mailbox::MESSAGE_MAX)?;
-                    console.push(read_message(mem, arg)?);
-                    // A guest that only prints never blocks in KVM_RUN long enough for the
-                    // timer's signal to land there: check the deadline on every exit too.
-                    if start.elapsed() >= timeout {
-                        return Err(VcpuError::Timeout(timeout));
-                    }
-                }
-                port::ABORT => {
-                    check_len("abort message", arg, mailbox::MESSAGE_MAX)?;
-                    return Err(VcpuError::GuestAbort(read_message(mem, arg)?));
-                }
-                port::EXCEPTION => return Err(self.exception(mem)),
-                port => return Err(VcpuError::BadPort { port, direction: "out" }),
+            let fd = &self.fd;
+            let mut cpu = || cpu_state(fd);
+            match exit::decode(exit, mem, &mut cpu)? {
+                Step::Event(event) => return Ok(event),
+                Step::Console(line) => console.push(line),
+                Step::Resume => {}
             }
-        }
-    }
-
-    fn exception(&self, mem: &GuestMemory) -> VcpuError {
-        let regs = match self.fd.get_regs() {
-            Ok(regs) => regs,
-            Err(source) => return VcpuError::Kvm { what: "KVM_GET_REGS", source },
-        };
-        // The `out` has completed, so rip is just past it. Only the VMM's stubs, at CPL0,
-        // report exceptions: guest code could point rip there after rewriting its own TSS.
-        let cpl0 = self.fd.get_sregs().is_ok_and(|s| s.cs.selector & 3 == 0);
-        if !cpl0 || !boot::is_exception_stub(regs.rip.wrapping_sub(2)) {
-            return VcpuError::ForgedException(regs.rip);
-        }
-        let mut words = [0u64; 7];
-        for (i, w) in words.iter_mut().enumerate() {
-            let at =
-                regs.rsp.checked_add(8 * i as u64).ok_or(OutOfBounds { addr: regs.rsp, len: 56, size: mem.size() });
-            match at.and_then(|at| mem.read_u64(at)) {
-                Ok(v) => *w = v,
-                Err(e) => return e.into(),
+            // A guest that only prints never blocks in KVM_RUN long enough for the timer's
+            // signal to land there: check the deadline on every exit too.
+            if start.elapsed() >= timeout {
+                return Err(VcpuError::Timeout(timeout));
             }
-        }
-        let frame = ExceptionFrame {
-            vector: words[0],
-            error_code: words[1],
-            rip: words[2],
-            cs: words[3],
-            rflags: words[4],
-            rsp: words[5],
-            ss: words[6],
-        };
-        VcpuError::GuestException {
-            vector: frame.vector,
-            name: exception_name(frame.vector),
-            rip: frame.rip,
-            error_code: frame.error_code,
-            rsp: frame.rsp,
         }
     }
 
@@ -378,16 +294,11 @@ impl Vcpu {
     }
 }
 
-fn check_len(what: &'static str, len: u32, max: u64) -> Result<(), VcpuError> {
-    if u64::from(len) > max {
-        return Err(VcpuError::BadLength { what, len: u64::from(len), max });
-    }
-    Ok(())
-}
-
-fn read_message(mem: &GuestMemory, len: u32) -> Result<String, OutOfBounds> {
-    let bytes = mem.read_vec(layout::MAILBOX + mailbox::MESSAGE, len as usize)?;
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
+/// What an exception report is checked against: CPL, rip, rsp and CR2 from KVM.
+fn cpu_state(fd: &VcpuFd) -> Result<CpuState, VcpuError> {
+    let regs = fd.get_regs().map_err(kvm("KVM_GET_REGS"))?;
+    let sregs = fd.get_sregs().map_err(kvm("KVM_GET_SREGS"))?;
+    Ok(CpuState { cpl: (sregs.cs.selector & 3) as u8, rip: regs.rip, rsp: regs.rsp, cr2: sregs.cr2 })
 }
 
 /// A POSIX timer that sends the kick signal to the calling (vCPU) thread when a run

@@ -31,6 +31,42 @@ pub fn is_root(test: &str) -> bool {
     root
 }
 
+/// The hypervisor if the process is also root, or `None` after printing a skip line.
+pub fn hypervisor_as_root(test: &str) -> Option<Hypervisor> {
+    let hv = hypervisor(test)?;
+    is_root(test).then_some(hv)
+}
+
+/// Mounts `fstype` with `options` at `target` (source `snapvisor-test`); unmounted when the
+/// returned guard drops, also when the test fails.
+pub fn mount(fstype: &str, target: &std::path::Path, options: &str) -> Mounted {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |s: &[u8]| std::ffi::CString::new(s).unwrap();
+    let (src, fs, tgt, opts) =
+        (c(b"snapvisor-test"), c(fstype.as_bytes()), c(target.as_os_str().as_bytes()), c(options.as_bytes()));
+    // SAFETY: valid C strings; mount(2) copies them.
+    let rc = unsafe { libc::mount(src.as_ptr(), tgt.as_ptr(), fs.as_ptr(), 0, opts.as_ptr().cast()) };
+    assert_eq!(rc, 0, "mount {fstype} at {}: {}", target.display(), std::io::Error::last_os_error());
+    Mounted(tgt)
+}
+
+/// A mount made by [`mount`]; unmounted (detached) on drop.
+pub struct Mounted(std::ffi::CString);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        // SAFETY: valid C string.
+        unsafe { libc::umount2(self.0.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+/// A pool of `size` bytes in `tmp` (on tmpfs when `tmp` is under `/dev/shm`).
+pub fn shm_pool(tmp: &TempDir, size: u64) -> std::sync::Arc<snapvisor_vmm::pool::Pool> {
+    let path = tmp.path().join("pool");
+    snapvisor_vmm::pool::Pool::create(&path, size).expect("create pool");
+    snapvisor_vmm::pool::Pool::open(&path).expect("open pool")
+}
+
 /// ELF of an embedded guest image.
 pub fn image(name: &str) -> &'static [u8] {
     snapvisor_guest_images::get(name).unwrap_or_else(|| panic!("no image {name}")).elf
@@ -43,9 +79,11 @@ pub fn sample_functions() -> impl Iterator<Item = &'static snapvisor_functions::
     ["json", "pyaes"].into_iter().map(|name| snapvisor_functions::info(name).expect("built-in function"))
 }
 
-/// Default request of a built-in function.
+/// Input `B` of a built-in function (what a run measures by default), as text: the sample
+/// functions' inputs are text.
 pub fn request(name: &str) -> &'static str {
-    snapvisor_functions::info(name).expect("built-in function").default_request
+    let bytes = snapvisor_functions::input(name, "B").expect("built-in function");
+    std::str::from_utf8(bytes).expect("a text input")
 }
 
 /// `digest` field of a JSON response.
@@ -86,6 +124,15 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// A snapshot of `name` in a new temporary directory (tagged `tag`): the directory and the
+/// snapshot's path in it.
+pub fn snapshot_in(hv: &Hypervisor, name: &str, tag: &str) -> (TempDir, PathBuf) {
+    let tmp = TempDir::new(tag);
+    let dir = tmp.path().join(name);
+    take_snapshot(hv, name, &dir);
+    (tmp, dir)
 }
 
 /// Boots `name`, runs its init and snapshots it into `dir`.

@@ -8,6 +8,13 @@
 //! 4 MiB to the console, then answer), `scribble` (overwrite the buffer, answer its digest),
 //! `sum` (answer a checksum of the buffer), `say:TEXT` (print TEXT to the console and answer
 //! it, raw), `die:TEXT` (abort with TEXT as the message).
+//!
+//! Reaching for the VMM's structures in the low 2 MiB (each must fault): `write-page-table`,
+//! `read-page-table`, `write-gdt`, `write-tss`, `read-idt`, `write-stub`,
+//! `read-exception-stack`, `write-boot-info`; `read-boot-info` is allowed (answers the
+//! boot magic). Output floods and forgeries: `console-flood` (20,000 empty and 20,000
+//! one-byte console writes, then answer), `abort-escapes` (abort with terminal escapes and
+//! a forged `error:` line in the message).
 #![no_std]
 #![no_main]
 
@@ -40,6 +47,20 @@ fn recurse(depth: u64) -> u64 {
     let frame = [depth; 64];
     core::hint::black_box(&frame);
     recurse(depth + 1) + frame[0]
+}
+
+/// Writes to `addr`; answers only if the write did not fault.
+fn poke(addr: u64) -> Vec<u8> {
+    // SAFETY: deliberately writes one of the VMM's structures, to check that it faults.
+    unsafe { core::ptr::write_volatile(addr as *mut u64, 0) };
+    format!("wrote {addr:#x}").into_bytes()
+}
+
+/// Reads `addr`; answers what it read if the read did not fault.
+fn peek(addr: u64) -> Vec<u8> {
+    // SAFETY: deliberately reads one of the VMM's structures, to check whether it faults.
+    let v = unsafe { core::ptr::read_volatile(addr as *const u64) };
+    format!("{v:#x}").into_bytes()
 }
 
 fn handle(buffer: &mut [u8], request: &[u8]) -> Vec<u8> {
@@ -123,6 +144,29 @@ fn handle(buffer: &mut [u8], request: &[u8]) -> Vec<u8> {
             format!("{:016x}", checksum(buffer)).into_bytes()
         }
         b"sum" => format!("{:016x}", checksum(buffer)).into_bytes(),
+        b"write-page-table" => poke(layout::PML4),
+        b"read-page-table" => peek(layout::PDPT),
+        b"write-gdt" => poke(layout::GDT),
+        b"write-tss" => poke(layout::TSS + 0x68),
+        b"read-idt" => peek(layout::IDT),
+        b"write-stub" => poke(layout::EXCEPTION_STUBS),
+        b"read-exception-stack" => peek(layout::EXCEPTION_STACK_TOP - 8),
+        b"write-boot-info" => poke(layout::BOOT_INFO),
+        b"read-boot-info" => peek(layout::BOOT_INFO),
+        b"console-flood" => {
+            let message = (layout::MAILBOX + mailbox::MESSAGE) as *mut u8;
+            // SAFETY: the message area is guest memory reserved for console text.
+            unsafe { core::ptr::write_volatile(message, b'.') };
+            for len in [0, 1] {
+                for _ in 0..20_000 {
+                    out(port::CONSOLE, len);
+                }
+            }
+            request.to_vec()
+        }
+        b"abort-escapes" => {
+            snapvisor_sdk::hypercall::abort_with(format_args!("\x1b]52;c;aGk=\x07\r\nerror: forged line\x1b[8m"))
+        }
         other => format!("unknown request {:?}", core::str::from_utf8(other)).into_bytes(),
     }
 }

@@ -89,7 +89,7 @@ async fn observe(State(state): St, request: Request, next: Next) -> Response {
     match (response.extensions().get::<ErrorTag>(), response.extensions().get::<ApiError>()) {
         (Some(tag), Some(error)) => {
             state.metrics.error(tag.kind);
-            tracing::warn!(%method, path = %escape(&path), status, ms, kind = tag.kind, message = %escape(error.message()), "request failed");
+            tracing::warn!(%method, path = %escape(&path), status, ms, kind = tag.kind, message = %snapvisor_vmm::escape::sanitize(error.message()), "request failed");
         }
         _ => tracing::info!(%method, path = %escape(&path), status, ms, "request"),
     }
