@@ -132,7 +132,10 @@ fn snapshots_restore_in_another_process_with_every_strategy() {
         let report =
             json(&ok(snapvisor(&tmp.0, &["invoke", "--snapshot", s, "--strategy", strategy, "--cold", "--json"])));
         assert_eq!(report["vms"][0]["digest"], expected, "{strategy}");
+        assert_eq!((report["input"].as_str(), report["recorded_with"].as_str()), (Some("B"), Some("A")), "{report}");
     }
+    let text = ok(snapvisor(&tmp.0, &["invoke", "--snapshot", s, "--strategy", "reap"]));
+    assert!(text.contains("json input B (working sets recorded with A) via reap"), "{text}");
     let err = fails(snapvisor(&tmp.0, &["invoke", "--snapshot", s, "--strategy", "mmap"]));
     assert!(err.contains("unknown restore strategy `mmap`"), "{err}");
     let err = fails(snapvisor(&tmp.0, &["invoke", "--snapshot", s, "--strategy", "uffd", "--uffd-chunk-kib", "3"]));

@@ -295,7 +295,8 @@ fn client_mode_prints_what_the_command_prints_here() {
         let report: Value = serde_json::from_str(&remote).unwrap();
         assert_eq!(report["vms"][0]["digest"], expected);
         let text = cli(data, sock, &["invoke", "--snapshot", snap.to_str().unwrap(), "--strategy", strategy]);
-        assert!(text.contains(&format!("json input B via {strategy} (disk-warm), 1 VM(s):")), "{text}");
+        let recorded = if strategy == "reap" { " (working sets recorded with A)" } else { "" };
+        assert!(text.contains(&format!("json input B{recorded} via {strategy} (disk-warm), 1 VM(s):")), "{text}");
     }
     // The pool: import through the daemon, then the same listing and check either way.
     let out = cli(data, sock, &["pool", "import", snap.to_str().unwrap()]);

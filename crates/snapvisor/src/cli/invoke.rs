@@ -54,8 +54,12 @@ pub(super) fn invoke(args: InvokeArgs, target: &Target) -> Result<(), AnyError> 
     if report.int("concurrency") == 1 {
         println!("{}", response_text(&report["response"]));
     }
+    let recorded = match report.text("recorded_with") {
+        "" => String::new(),
+        with => format!(" (working sets recorded with {})", escape(with)),
+    };
     println!(
-        "{} input {} via {} ({}), {} VM(s):",
+        "{} input {}{recorded} via {} ({}), {} VM(s):",
         escape(report.text("function")),
         escape(report.text("input")),
         escape(report.text("strategy")),

@@ -31,6 +31,8 @@ pub struct SnapshotSummary {
     pub reap_pages: Option<u64>,
     /// Pages of FaaSnap's recorded loading set, if recorded.
     pub faasnap_pages: Option<u64>,
+    /// The input the working sets were recorded with, if recorded.
+    pub recorded_with: Option<String>,
 }
 
 /// A snapshot directory that could not be read.
@@ -65,6 +67,7 @@ fn summary(name: &str, snapshot: &Snapshot) -> SnapshotSummary {
         memory_digest: manifest.memory.digest.clone(),
         reap_pages: pages(WorkingSetKind::Reap),
         faasnap_pages: pages(WorkingSetKind::Faasnap),
+        recorded_with: super::snapshots::recording(snapshot.dir()).map(|r| r.input),
     }
 }
 

@@ -79,6 +79,9 @@ pub struct InvokeReport {
     pub function: String,
     /// Which input ran.
     pub input: String,
+    /// Which input the working sets the strategy used were recorded with (reap, faasnap).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recorded_with: Option<String>,
     /// Strategy.
     pub strategy: &'static str,
     /// Where the snapshot was read from (`disk-warm`, `disk-cold`, or the pool's medium).
@@ -121,6 +124,7 @@ impl InvokeReport {
         Ok(InvokeReport {
             function,
             input,
+            recorded_with: None,
             strategy,
             medium,
             concurrency: n,
@@ -189,6 +193,10 @@ impl Node {
         let n = spec.concurrency.max(1);
         let samples =
             runner::snapstart(self.hypervisor()?, &source, strategy.as_ref(), &request.bytes, n, spec.timeout)?;
-        InvokeReport::new(function, request.label, spec.strategy.name(), medium, samples)
+        let mut report = InvokeReport::new(function, request.label, spec.strategy.name(), medium, samples)?;
+        if let (SnapshotRef::Dir(dir), Strategy::Reap | Strategy::Faasnap) = (&spec.snapshot, spec.strategy) {
+            report.recorded_with = super::snapshots::recording(dir).map(|r| r.input);
+        }
+        Ok(report)
     }
 }

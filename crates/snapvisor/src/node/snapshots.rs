@@ -87,6 +87,7 @@ impl Node {
         for response in &recorded.responses {
             digest_of(response)?;
         }
+        write_recording(dir, &Recording { input: request.label.clone(), request_bytes: request.bytes.len() as u64 })?;
         Ok(RecordReport {
             path: dir.to_path_buf(),
             function,
@@ -95,4 +96,32 @@ impl Node {
             faasnap_pages: recorded.faasnap_pages,
         })
     }
+}
+
+/// What `record` keeps next to the working sets it wrote (`recorded.json`): which input
+/// the recording invocations ran, so that a later invocation can say what it was measured
+/// against (a working set recorded with input A, measured with input B).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Recording {
+    /// `A`, `B`, `1`..`6`, or a description of a literal request.
+    pub input: String,
+    /// Bytes of the request.
+    pub request_bytes: u64,
+}
+
+/// Name of the recording note inside a snapshot directory.
+pub const RECORDING: &str = "recorded.json";
+/// Largest recording note read (a label and a number).
+const MAX_RECORDING_BYTES: u64 = 4096;
+
+fn write_recording(dir: &Path, recording: &Recording) -> Result<(), NodeError> {
+    let json = serde_json::to_vec(recording).map_err(|e| NodeError::Invalid(e.to_string()))?;
+    snapvisor_vmm::files::write_atomic(&dir.join(RECORDING), |f| std::io::Write::write_all(f, &json))?;
+    Ok(())
+}
+
+/// The recording note of the snapshot in `dir`, if it has a readable one.
+pub fn recording(dir: &Path) -> Option<Recording> {
+    let bytes = snapvisor_vmm::files::read_regular(&dir.join(RECORDING), MAX_RECORDING_BYTES).ok()?;
+    serde_json::from_slice(&bytes).ok()
 }
