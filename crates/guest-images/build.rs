@@ -24,6 +24,7 @@ const IMAGES: &[(&str, bool)] = &[
     ("read-list", true),
     ("mmap", true),
     ("hostile", false),
+    ("sparse", false),
 ];
 
 fn main() {

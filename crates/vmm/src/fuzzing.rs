@@ -116,13 +116,19 @@ fn working_set_once(data: &[u8], kind: WorkingSetKind) {
     let mem_size = u64_at(data, 16);
     let mem_size = if check_mem_size(Path::new(""), mem_size).is_ok() { mem_size } else { layout::MIN_MEM_SIZE };
     let expected = Expected { kind, mem_size, memory_digest: u64_at(data, 24) };
-    let claimed = u64_at(data, 40).checked_mul(PAGE_SIZE).and_then(|b| b.checked_add(u64_at(data, 48)));
+    let data_pages = if kind.has_data() { u64_at(data, 40) } else { 0 };
+    let claimed = data_pages.checked_mul(PAGE_SIZE).and_then(|b| b.checked_add(u64_at(data, 48)));
     let file_len = claimed.unwrap_or(data.len() as u64);
     let Ok(header) = decode_header(data, expected, file_len, Path::new(kind.file_name())) else { return };
-    assert_eq!(header.file_len(), file_len);
+    assert_eq!(header.file_len(kind), file_len);
     assert_eq!(header.runs.iter().map(|r| r.count).sum::<u64>(), header.pages);
     assert!(header.runs.windows(2).all(|w| w[0].first + w[0].count <= w[1].first));
     assert!(header.runs.last().is_none_or(|r| r.end() <= mem_size));
+}
+
+/// `ws.write` (pages only, no page data).
+pub fn ws_write(data: &[u8]) {
+    working_set(data, WorkingSetKind::Write);
 }
 
 /// `ws.reap`.

@@ -72,39 +72,66 @@ const FILE_OR_SHARED: u64 = 1 << 61;
 const EXCLUSIVE: u64 = 1 << 56;
 const PFN_MASK: u64 = (1 << 55) - 1;
 
+/// Calls `visit(page, entry)` with the pagemap entry of every 4 KiB page of
+/// `[addr, addr+len)` in this process (`page` counts from `addr`).
+fn for_each_page(addr: *const u8, len: usize, mut visit: impl FnMut(u64, u64)) -> std::io::Result<()> {
+    let pagemap = File::open("/proc/self/pagemap")?;
+    let page = 4096usize;
+    let first = addr as usize / page;
+    let pages = len.div_ceil(page);
+    let mut buf = vec![0u8; 8 * 8192];
+    let mut done = 0;
+    while done < pages {
+        let n = (pages - done).min(8192);
+        let bytes = &mut buf[..8 * n];
+        pagemap.read_exact_at(bytes, ((first + done) * 8) as u64)?;
+        for (i, entry) in bytes.chunks_exact(8).enumerate() {
+            visit((done + i) as u64, u64::from_le_bytes(entry.try_into().expect("8 bytes")));
+        }
+        done += n;
+    }
+    Ok(())
+}
+
+/// Whether a pagemap entry is a private page of its own: present, anonymous (not a file or
+/// shared page) and mapped once — in a private file mapping, a page that was written.
+fn is_private(entry: u64) -> bool {
+    entry & PRESENT != 0 && entry & FILE_OR_SHARED == 0 && entry & EXCLUSIVE != 0
+}
+
 impl MemoryUsage {
     /// Scans the pagemap entries of `[addr, addr+len)` in this process.
     pub fn scan(addr: *const u8, len: usize) -> std::io::Result<Self> {
-        let pagemap = File::open("/proc/self/pagemap")?;
-        let page = 4096usize;
-        let first = addr as usize / page;
-        let pages = len.div_ceil(page);
         let mut usage = MemoryUsage::default();
-        let mut buf = vec![0u8; 8 * 8192];
-        let mut done = 0;
-        while done < pages {
-            let n = (pages - done).min(8192);
-            let bytes = &mut buf[..8 * n];
-            pagemap.read_exact_at(bytes, ((first + done) * 8) as u64)?;
-            for entry in bytes.chunks_exact(8) {
-                let e = u64::from_le_bytes(entry.try_into().expect("8 bytes"));
-                if e & PRESENT == 0 {
-                    continue;
-                }
-                if e & FILE_OR_SHARED != 0 {
-                    usage.shared_bytes += page as u64;
-                    let pfn = e & PFN_MASK;
-                    if pfn != 0 {
-                        usage.shared_frames.insert(pfn);
-                    }
-                } else if e & EXCLUSIVE != 0 {
-                    usage.private_bytes += page as u64;
-                }
+        for_each_page(addr, len, |_, e| {
+            if e & PRESENT == 0 {
+                return;
             }
-            done += n;
-        }
+            if e & FILE_OR_SHARED != 0 {
+                usage.shared_bytes += 4096;
+                let pfn = e & PFN_MASK;
+                if pfn != 0 {
+                    usage.shared_frames.insert(pfn);
+                }
+            } else if e & EXCLUSIVE != 0 {
+                usage.private_bytes += 4096;
+            }
+        })?;
         Ok(usage)
     }
+}
+
+/// The pages of `[addr, addr+len)` (4 KiB indices from `addr`) that are private copies: in
+/// guest memory mapped privately from a file, exactly the pages written since the mapping
+/// was made — by the guest or by the VMM (a request it delivered).
+pub fn written_pages(addr: *const u8, len: usize) -> std::io::Result<Vec<u64>> {
+    let mut pages = Vec::new();
+    for_each_page(addr, len, |p, e| {
+        if is_private(e) {
+            pages.push(p);
+        }
+    })?;
+    Ok(pages)
 }
 
 /// Total host memory of several VMs: private pages summed, shared pages counted once (by

@@ -108,7 +108,7 @@ fn a_full_disk_during_a_snapshot_leaves_nothing_half_written() {
     let dir = small.path().join("json");
     take_snapshot(&hv, "json", &dir);
     fill_leaving(small.path(), 256 << 10);
-    let err = snapvisor_vmm::restore::record(&hv, &dir, request("json").as_bytes(), TIMEOUT).expect_err("ENOSPC");
+    let err = snapvisor_vmm::restore::record(&hv, &dir, request("json").as_bytes(), "B", TIMEOUT).expect_err("ENOSPC");
     assert!(format!("{err:?}").contains("StorageFull") || format!("{err:?}").contains("28"), "{err:?}");
     let names: Vec<String> =
         std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();

@@ -91,7 +91,7 @@ fn every_function_restores_with_every_strategy_like_the_host() {
         let mut host = native(info.name).expect("native runner");
         let recorded_digest = expected(&mut host, record_request);
         let want = expected(&mut host, request);
-        let recorded = record(&hv, &dir, record_request, TIMEOUT).expect("record");
+        let recorded = record(&hv, &dir, record_request, "A", TIMEOUT).expect("record");
         for response in &recorded.responses {
             assert_eq!(digest(response), recorded_digest, "{} while recording", info.name);
         }

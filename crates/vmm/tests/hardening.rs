@@ -63,7 +63,7 @@ fn mkfifo(path: &Path) {
 /// A recorded json snapshot (both working sets) in a temporary directory.
 fn recorded(hv: &snapvisor_vmm::Hypervisor, tag: &str) -> (TempDir, PathBuf) {
     let (tmp, dir) = snapshot_in(hv, "json", tag);
-    record(hv, &dir, request("json").as_bytes(), TIMEOUT).expect("record");
+    record(hv, &dir, request("json").as_bytes(), "B", TIMEOUT).expect("record");
     (tmp, dir)
 }
 

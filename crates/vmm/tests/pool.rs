@@ -232,7 +232,7 @@ fn the_emulated_hugetlbfs_pool_is_set_up_used_and_undone() {
     let root = TempDir::new("huge-root");
     let nr = || std::fs::read_to_string("/proc/sys/vm/nr_hugepages").unwrap().trim().parse::<u64>().unwrap();
     let before = nr();
-    let (mnt, m) = medium::setup_emulation(root.path(), 64, medium::EmulatedKind::Auto).expect("emulation");
+    let (mnt, m) = medium::setup_emulation(root.path(), 64, medium::EmulatedKind::Hugetlbfs).expect("emulation");
     if m != medium::Medium::EmulatedHugetlbfs {
         let _ = medium::teardown_emulation(root.path());
         panic!("huge pages could not be reserved on this machine: got {m}");

@@ -41,7 +41,7 @@ fn restored_vms_answer_like_fresh_ones_with_every_strategy() {
                 Err(snapvisor_vmm::Error::Restore(snapvisor_vmm::restore::RestoreError::NoWorkingSet { .. }))
             ));
         }
-        let recorded = record(&hv, &dir, request(info.name).as_bytes(), TIMEOUT).expect("record");
+        let recorded = record(&hv, &dir, request(info.name).as_bytes(), "B", TIMEOUT).expect("record");
         assert!(recorded.reap_pages > 0 && recorded.faasnap_pages > 0, "{recorded:?}");
         for response in &recorded.responses {
             assert_eq!(digest(response), expected);
@@ -86,7 +86,7 @@ fn damaged_working_sets_are_refused() {
     let tmp = TempDir::new("ws");
     let dir = tmp.path().join("json");
     take_snapshot(&hv, "json", &dir);
-    record(&hv, &dir, request("json").as_bytes(), TIMEOUT).expect("record");
+    record(&hv, &dir, request("json").as_bytes(), "B", TIMEOUT).expect("record");
     let snapshot = Snapshot::open(&dir).unwrap();
     for kind in [WorkingSetKind::Reap, WorkingSetKind::Faasnap] {
         let ws = WorkingSet::open(&snapshot, kind, true).expect("a good working set");
@@ -118,7 +118,7 @@ fn four_concurrent_restores_all_answer_correctly() {
     let tmp = TempDir::new("concurrent");
     let dir = tmp.path().join("json");
     take_snapshot(&hv, "json", &dir);
-    record(&hv, &dir, request("json").as_bytes(), TIMEOUT).expect("record");
+    record(&hv, &dir, request("json").as_bytes(), "B", TIMEOUT).expect("record");
     let expected = native_digest("json", request("json"));
     for s in FILE_STRATEGIES {
         let st = strategy(s);
@@ -289,4 +289,41 @@ fn an_existing_snapshot_is_not_overwritten_without_force() {
     let leftovers: Vec<_> =
         std::fs::read_dir(tmp.path()).unwrap().flatten().filter(|e| e.file_name() != "json").collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn restores_into_vm_shells_made_ahead_answer_like_fresh_ones() {
+    use snapvisor_vmm::restore::{restore_into, RestoreError, Shell};
+    let Some(hv) = hypervisor("restores_into_vm_shells_made_ahead_answer_like_fresh_ones") else { return };
+    let tmp = TempDir::new("shells");
+    let dir = tmp.path().join("json");
+    take_snapshot(&hv, "json", &dir);
+    record(&hv, &dir, request("json").as_bytes(), "B", TIMEOUT).expect("record");
+    let shm = TempDir::new_in(Path::new("/dev/shm"), "shells-pool");
+    let pool = shm_pool(&shm, 256 << 20);
+    pool.import(&dir, "json", &mut |_, _| {}).expect("import");
+    let expected = native_digest("json", request("json"));
+    let sources = FILE_STRATEGIES
+        .iter()
+        .map(|&s| (s, SnapshotSource::Dir(dir.clone())))
+        .chain([(Strategy::Pass, SnapshotSource::Pool { pool: pool.clone(), id: "json".into() })]);
+    for (s, source) in sources {
+        let shell = Shell::create(&hv, MEM).expect("shell");
+        assert_eq!(shell.mem_size(), MEM);
+        let mut vm = restore_into(shell, &source, strategy(s).as_ref()).expect("restore into a shell");
+        assert!(vm.times.vm_create < std::time::Duration::from_millis(1), "{s}: no VM to create: {:?}", vm.times);
+        let inv = vm.invoke(request("json").as_bytes(), TIMEOUT).expect("invoke");
+        assert_eq!(digest(&inv.response), expected, "{s}");
+    }
+    // A shell of another size is refused, and the snapshot is left as it was.
+    let shell = Shell::create(&hv, MEM * 2).expect("shell");
+    let source = SnapshotSource::Dir(dir.clone());
+    match restore_into(shell, &source, strategy(Strategy::Lazy).as_ref()) {
+        Err(snapvisor_vmm::Error::Restore(RestoreError::ShellSize { shell, snapshot })) => {
+            assert_eq!((shell, snapshot), (MEM * 2, MEM))
+        }
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a shell of another size was accepted"),
+    }
+    assert_eq!(restore_and_invoke(&hv, &dir, strategy(Strategy::Lazy).as_ref(), request("json")), expected);
 }

@@ -339,7 +339,7 @@ fn take_snapshot(hv: &Hypervisor, config: &BenchConfig, function: &str) -> Resul
     // The prefetching strategies record their working sets once, with input A (measured with B).
     if config.strategies.iter().any(|s| matches!(s, Strategy::Reap | Strategy::Faasnap)) {
         let request = snapvisor_functions::input(function, RECORD_INPUT).expect("every function has input A");
-        let recorded = snapvisor_vmm::restore::record(hv, &dir, request, config.timeout).map_err(wrap)?;
+        let recorded = snapvisor_vmm::restore::record(hv, &dir, request, RECORD_INPUT, config.timeout).map_err(wrap)?;
         for response in &recorded.responses {
             crate::runner::digest_of(response).map_err(|source| BenchError::Run {
                 function: function.into(),

@@ -178,12 +178,15 @@ pub struct InvokeArgs {
 /// The emulated pool medium.
 #[derive(Clone, Copy, ValueEnum)]
 pub enum MediumArg {
-    /// hugetlbfs if the huge pages can be reserved, else tmpfs.
+    /// tmpfs with huge pages (2 MiB reads, 4 KiB copy-on-write); else hugetlbfs, else plain tmpfs.
     Auto,
-    /// DRAM file on hugetlbfs (2 MiB pages).
+    /// DRAM file on hugetlbfs (2 MiB pages, 2 MiB copy-on-write).
     Hugetlbfs,
     /// DRAM file on tmpfs (huge=always where allowed).
     Tmpfs,
+    /// DRAM file on tmpfs with 4 KiB pages only.
+    #[value(name = "tmpfs-4k")]
+    Tmpfs4k,
 }
 
 impl From<MediumArg> for EmulatedKind {
@@ -192,6 +195,7 @@ impl From<MediumArg> for EmulatedKind {
             MediumArg::Auto => EmulatedKind::Auto,
             MediumArg::Hugetlbfs => EmulatedKind::Hugetlbfs,
             MediumArg::Tmpfs => EmulatedKind::Tmpfs,
+            MediumArg::Tmpfs4k => EmulatedKind::TmpfsSmallPages,
         }
     }
 }
@@ -207,7 +211,7 @@ pub enum PoolCommand {
         /// Pool size in MiB.
         #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(POOL_MIB))]
         size_mib: u64,
-        /// Emulated hugetlbfs only: extra huge pages, in MiB, for the copy-on-write copies of running VMs.
+        /// Emulated hugetlbfs only: extra huge pages, in MiB, for the copy-on-write copies of running VMs (tmpfs needs none).
         #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(POOL_MIB))]
         cow_mib: u64,
         /// Emulated medium.

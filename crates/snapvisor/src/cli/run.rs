@@ -131,14 +131,16 @@ pub(super) fn record(args: RecordArgs, target: &Target) -> Result<(), AnyError> 
     };
     let r = &reply.value;
     println!(
-        "{}: recorded the working sets of {} with input {}: reap {} pages ({:.1} MiB), faasnap {} pages ({:.1} MiB)",
+        "{}: recorded the working sets of {} with input {}: reap {} pages ({:.1} MiB), faasnap {} pages ({:.1} MiB), written {} pages ({:.1} MiB)",
         escape(r.text("path")),
         escape(r.text("function")),
         escape(r.text("input")),
         r.int("reap_pages"),
         mib(r.int("reap_pages") * 4096),
         r.int("faasnap_pages"),
-        mib(r.int("faasnap_pages") * 4096)
+        mib(r.int("faasnap_pages") * 4096),
+        r.int("write_pages"),
+        mib(r.int("write_pages") * 4096)
     );
     Ok(())
 }

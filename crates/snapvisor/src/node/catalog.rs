@@ -67,7 +67,7 @@ fn summary(name: &str, snapshot: &Snapshot) -> SnapshotSummary {
         memory_digest: manifest.memory.digest.clone(),
         reap_pages: pages(WorkingSetKind::Reap),
         faasnap_pages: pages(WorkingSetKind::Faasnap),
-        recorded_with: super::snapshots::recording(snapshot.dir()).map(|r| r.input),
+        recorded_with: snapvisor_vmm::snapshot::recording::Recording::read(snapshot.dir()).map(|r| r.input),
     }
 }
 

@@ -195,7 +195,7 @@ impl Node {
             runner::snapstart(self.hypervisor()?, &source, strategy.as_ref(), &request.bytes, n, spec.timeout)?;
         let mut report = InvokeReport::new(function, request.label, spec.strategy.name(), medium, samples)?;
         if let (SnapshotRef::Dir(dir), Strategy::Reap | Strategy::Faasnap) = (&spec.snapshot, spec.strategy) {
-            report.recorded_with = super::snapshots::recording(dir).map(|r| r.input);
+            report.recorded_with = snapvisor_vmm::snapshot::recording::Recording::read(dir).map(|r| r.input);
         }
         Ok(report)
     }

@@ -56,6 +56,8 @@ pub struct RecordReport {
     pub reap_pages: u64,
     /// Pages in FaaSnap's loading set.
     pub faasnap_pages: u64,
+    /// Pages the recording invocation wrote (the write set `pass` uses after an import).
+    pub write_pages: u64,
 }
 
 impl Node {
@@ -83,45 +85,18 @@ impl Node {
     pub fn record(&self, dir: &Path, input: &Input, timeout: Duration) -> Result<RecordReport, NodeError> {
         let function = Snapshot::open(dir)?.manifest().function.clone();
         let request = input.resolve(&function, Role::Record)?;
-        let recorded = snapvisor_vmm::restore::record(self.hypervisor()?, dir, &request.bytes, timeout)?;
+        let recorded =
+            snapvisor_vmm::restore::record(self.hypervisor()?, dir, &request.bytes, &request.label, timeout)?;
         for response in &recorded.responses {
             digest_of(response)?;
         }
-        write_recording(dir, &Recording { input: request.label.clone(), request_bytes: request.bytes.len() as u64 })?;
         Ok(RecordReport {
             path: dir.to_path_buf(),
             function,
             input: request.label,
             reap_pages: recorded.reap_pages,
             faasnap_pages: recorded.faasnap_pages,
+            write_pages: recorded.write_pages,
         })
     }
-}
-
-/// What `record` keeps next to the working sets it wrote (`recorded.json`): which input
-/// the recording invocations ran, so that a later invocation can say what it was measured
-/// against (a working set recorded with input A, measured with input B).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct Recording {
-    /// `A`, `B`, `1`..`6`, or a description of a literal request.
-    pub input: String,
-    /// Bytes of the request.
-    pub request_bytes: u64,
-}
-
-/// Name of the recording note inside a snapshot directory.
-pub const RECORDING: &str = "recorded.json";
-/// Largest recording note read (a label and a number).
-const MAX_RECORDING_BYTES: u64 = 4096;
-
-fn write_recording(dir: &Path, recording: &Recording) -> Result<(), NodeError> {
-    let json = serde_json::to_vec(recording).map_err(|e| NodeError::Invalid(e.to_string()))?;
-    snapvisor_vmm::files::write_atomic(&dir.join(RECORDING), |f| std::io::Write::write_all(f, &json))?;
-    Ok(())
-}
-
-/// The recording note of the snapshot in `dir`, if it has a readable one.
-pub fn recording(dir: &Path) -> Option<Recording> {
-    let bytes = snapvisor_vmm::files::read_regular(&dir.join(RECORDING), MAX_RECORDING_BYTES).ok()?;
-    serde_json::from_slice(&bytes).ok()
 }

@@ -72,12 +72,15 @@ impl EmulationRecord {
 /// Which emulated medium to set up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EmulatedKind {
-    /// hugetlbfs if enough huge pages can be reserved, else tmpfs.
+    /// tmpfs with huge pages (2 MiB pages for reads, 4 KiB copy-on-write: what `pass`
+    /// is built for); where the kernel has no huge tmpfs, hugetlbfs, else plain tmpfs.
     Auto,
-    /// hugetlbfs only.
+    /// hugetlbfs only (2 MiB pages, 2 MiB copy-on-write).
     Hugetlbfs,
-    /// tmpfs only.
+    /// tmpfs, with huge pages where the kernel allows.
     Tmpfs,
+    /// tmpfs with 4 KiB pages only (the ablation's "4 KiB pages").
+    TmpfsSmallPages,
 }
 
 /// A directory opened without following links; paths through it go via `/proc/self/fd`.
@@ -318,26 +321,34 @@ pub fn setup_emulation(root: &Path, huge_pages: u64, kind: EmulatedKind) -> Resu
 /// Mounts hugetlbfs (with the pages reserved) or tmpfs on `mnt`; returns the fstype, the
 /// medium and the huge pages added.
 fn mount_medium(mnt: &Dir, huge_pages: u64, kind: EmulatedKind) -> Result<(&'static str, Medium, u64), MediumError> {
-    if kind != EmulatedKind::Tmpfs {
-        let free = meminfo("HugePages_Free");
-        let needed = huge_pages.saturating_sub(free);
-        let available_mib = meminfo("MemAvailable") / 1024;
-        // Never ask the kernel for more than the memory available: it would take it all.
-        let fits = needed.checked_mul(HUGE_PAGE >> 20).is_some_and(|mib| mib <= available_mib);
-        let added = if fits { reserve_hugepages(needed).unwrap_or(0) } else { 0 };
-        if fits && meminfo("HugePages_Free") >= huge_pages && mount("hugetlbfs", mnt, "pagesize=2M,mode=0700").is_ok() {
-            return Ok(("hugetlbfs", Medium::EmulatedHugetlbfs, added));
+    let tmpfs_huge = || mount("tmpfs", mnt, "huge=always,mode=0700").is_ok();
+    match kind {
+        EmulatedKind::TmpfsSmallPages => {}
+        EmulatedKind::Tmpfs | EmulatedKind::Auto if tmpfs_huge() => {
+            return Ok(("tmpfs", Medium::EmulatedTmpfs { huge: true }, 0))
         }
-        let _ = release_hugepages(added);
-        if kind == EmulatedKind::Hugetlbfs {
-            return Err(MediumError::HugePages { needed: huge_pages, free, available_mib });
+        EmulatedKind::Tmpfs => {}
+        EmulatedKind::Hugetlbfs | EmulatedKind::Auto => {
+            let free = meminfo("HugePages_Free");
+            let needed = huge_pages.saturating_sub(free);
+            let available_mib = meminfo("MemAvailable") / 1024;
+            // Never ask the kernel for more than the memory available: it would take it all.
+            let fits = needed.checked_mul(HUGE_PAGE >> 20).is_some_and(|mib| mib <= available_mib);
+            let added = if fits { reserve_hugepages(needed).unwrap_or(0) } else { 0 };
+            if fits
+                && meminfo("HugePages_Free") >= huge_pages
+                && mount("hugetlbfs", mnt, "pagesize=2M,mode=0700").is_ok()
+            {
+                return Ok(("hugetlbfs", Medium::EmulatedHugetlbfs, added));
+            }
+            let _ = release_hugepages(added);
+            if kind == EmulatedKind::Hugetlbfs {
+                return Err(MediumError::HugePages { needed: huge_pages, free, available_mib });
+            }
         }
     }
-    let huge = mount("tmpfs", mnt, "huge=always,mode=0700").is_ok();
-    if !huge {
-        mount("tmpfs", mnt, "mode=0700")?;
-    }
-    Ok(("tmpfs", Medium::EmulatedTmpfs { huge }, 0))
+    mount("tmpfs", mnt, "mode=0700")?;
+    Ok(("tmpfs", Medium::EmulatedTmpfs { huge: false }, 0))
 }
 
 /// Undoes [`setup_emulation`] after checking that the record and the mount are ours (see

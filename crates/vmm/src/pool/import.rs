@@ -4,6 +4,8 @@ use super::format::{valid_id, Blob, Index, Run, SnapshotEntry, EXTENT};
 use super::lease::Lease;
 use super::{crash_point, io_err, now_unix, Pool, PoolError};
 use crate::checksum::digest_string;
+use crate::snapshot::recording::Recording;
+use crate::snapshot::working_set::{WorkingSet, WorkingSetKind};
 use crate::snapshot::{Snapshot, SnapshotError};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -11,7 +13,8 @@ use std::path::Path;
 impl Pool {
     /// Imports the snapshot in `dir` under `id`: its non-zero 2 MiB chunks into extents,
     /// the complete address index and the vCPU state next to them. `progress` gets
-    /// (chunks done, chunks total).
+    /// (chunks done, chunks total). A recorded write set (`ws.write`, checked against the
+    /// snapshot) and the input that recorded it go into the index, for `pass`.
     ///
     /// Free extents are those no snapshot of the committed table owns (the table, checked
     /// against the bitmap on every read, decides; a forged bitmap cannot hand out another
@@ -29,7 +32,13 @@ impl Pool {
         let mem_size = snapshot.mem_size();
         let chunks = mem_size / EXTENT;
         let data = snapshot.data_chunks();
-        let meta_count = (state_bytes.len() as u64 + Index::encoded_max(chunks)).div_ceil(EXTENT);
+        let (written, recorded_with) = match WorkingSet::open(&snapshot, WorkingSetKind::Write, true) {
+            Ok(set) => (set.runs().to_vec(), Recording::read(dir).map(|r| r.input)),
+            Err(SnapshotError::Missing(_)) => (Vec::new(), None),
+            Err(e) => return Err(e.into()),
+        };
+        let index_max = Index::encoded_max(chunks, written.len() as u64);
+        let meta_count = (state_bytes.len() as u64 + index_max).div_ceil(EXTENT);
 
         let _update = self.lock_updates()?;
         let (generation, mut meta) = self.read_meta()?;
@@ -103,7 +112,8 @@ impl Pool {
         }
 
         // 2. State and index, side by side in the snapshot's metadata extent(s).
-        let index_bytes = build_index(mem_size, &data, &data_extents).encode();
+        let index = Index { written, recorded_with, ..build_index(mem_size, &data, &data_extents) };
+        let index_bytes = index.encode();
         let base = meta_extents[0] * EXTENT;
         debug_assert!((state_bytes.len() + index_bytes.len()) as u64 <= meta_count * EXTENT);
         self.write_persist(base, state_bytes)?;
@@ -153,7 +163,7 @@ pub(super) fn build_index(mem_size: u64, data: &[u64], extents: &[u64]) -> Index
             _ => runs.push(Run { guest, len: EXTENT, pool, flags: 0 }),
         }
     }
-    Index { mem_size, runs }
+    Index { mem_size, runs, written: Vec::new(), recorded_with: None }
 }
 
 #[cfg(test)]
@@ -183,6 +193,10 @@ mod tests {
         let data: Vec<u64> = (0..chunks).step_by(2).collect();
         let extents: Vec<u64> = (0..data.len() as u64).map(|i| u64::MAX / EXTENT / 2 - 2 * i).collect();
         let index = build_index(chunks * EXTENT, &data, &extents);
-        assert!(index.encode().len() as u64 <= Index::encoded_max(chunks));
+        let written: Vec<_> =
+            (0..chunks * 256).map(|i| crate::snapshot::PageRange { first: 2 * i, count: 1 }).collect();
+        let label = Some("\u{10ffff}".repeat(crate::snapshot::recording::MAX_LABEL));
+        let index = Index { written, recorded_with: label, ..index };
+        assert!(index.encode().len() as u64 <= Index::encoded_max(chunks, chunks * 256));
     }
 }

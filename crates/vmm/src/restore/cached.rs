@@ -4,7 +4,7 @@
 //! before anything is allocated.
 
 use super::{dir_snapshot, mem_err, MemoryStrategy, OpenedSnapshot, RestoreError, RestoredMemory, Strategy};
-use crate::vstate::memory::{GuestMemory, Mapping};
+use crate::vstate::memory::{Advice, GuestMemory, Mapping};
 use std::os::unix::fs::FileExt;
 
 /// The `cached` strategy.
@@ -34,13 +34,14 @@ impl MemoryStrategy for Cached {
         Strategy::Cached
     }
 
-    fn restore_memory(&self, snapshot: &OpenedSnapshot) -> Result<RestoredMemory, RestoreError> {
+    fn restore_memory(&self, snapshot: &OpenedSnapshot, mapping: Mapping) -> Result<RestoredMemory, RestoreError> {
         let snapshot = dir_snapshot(Strategy::Cached, snapshot)?;
         let size = snapshot.mem_size() as usize;
         check_fits("a `cached` copy of the guest's memory", size as u64, available_memory())?;
-        let mapping = Mapping::anonymous(size).map_err(mem_err("allocating guest memory"))?;
-        // SAFETY: the mapping is fresh, private to this function until returned, and `size`
-        // bytes long; no other reference to it exists while the slice lives.
+        mapping.map_anonymous(0, size).map_err(mem_err("allocating guest memory"))?;
+        mapping.advise(0, size, Advice::HugePage).map_err(mem_err("advising huge pages"))?;
+        // SAFETY: the memory was just mapped here, `size` bytes long, and nothing else uses it
+        // while the slice lives: the VM's vCPU does not run until the restore returns.
         let bytes = unsafe { std::slice::from_raw_parts_mut(mapping.as_ptr(), size) };
         snapshot.memory_file().read_exact_at(bytes, 0).map_err(mem_err("reading the memory image"))?;
         let memory = GuestMemory::new(mapping).map_err(mem_err("creating the guest memory view"))?;

@@ -35,11 +35,10 @@ impl MemoryStrategy for Faasnap {
         Strategy::Faasnap
     }
 
-    fn restore_memory(&self, snapshot: &OpenedSnapshot) -> Result<RestoredMemory, RestoreError> {
+    fn restore_memory(&self, snapshot: &OpenedSnapshot, mapping: Mapping) -> Result<RestoredMemory, RestoreError> {
         let snapshot = dir_snapshot(Strategy::Faasnap, snapshot)?;
         let ws = super::open_working_set(snapshot, WorkingSetKind::Faasnap)?;
         let size = snapshot.mem_size();
-        let mapping = Mapping::reserve(size as usize).map_err(mem_err("reserving guest address space"))?;
         // Zero ranges anonymous, the rest from the memory file.
         let mut next = 0;
         let zero = &snapshot.manifest().memory.zero_ranges;

@@ -17,10 +17,9 @@ impl MemoryStrategy for Lazy {
         Strategy::Lazy
     }
 
-    fn restore_memory(&self, snapshot: &OpenedSnapshot) -> Result<RestoredMemory, RestoreError> {
+    fn restore_memory(&self, snapshot: &OpenedSnapshot, mapping: Mapping) -> Result<RestoredMemory, RestoreError> {
         let snapshot = dir_snapshot(Strategy::Lazy, snapshot)?;
         let size = snapshot.mem_size() as usize;
-        let mapping = Mapping::reserve(size).map_err(mem_err("reserving guest address space"))?;
         mapping
             .map_file(0, size, snapshot.memory_file().as_fd(), 0, false)
             .map_err(mem_err("mapping the memory file privately"))?;

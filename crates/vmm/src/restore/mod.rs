@@ -22,12 +22,13 @@ pub mod pager;
 pub mod pass;
 mod reap;
 mod record;
+mod shell;
 mod uffd;
 
 use crate::machine::MicroVm;
 use crate::snapshot::{Snapshot, SnapshotError, VmState};
 use crate::vstate::kvm::Hypervisor;
-use crate::vstate::memory::GuestMemory;
+use crate::vstate::memory::{GuestMemory, Mapping};
 use crate::vstate::vm::Vm;
 use crate::Error;
 use serde::Serialize;
@@ -44,6 +45,7 @@ pub use pager::{PageSource, Pager, PagerReport};
 pub use pass::Pass;
 pub use reap::Reap;
 pub use record::{record, Recorded};
+pub use shell::Shell;
 pub use uffd::{Uffd, DEFAULT_CHUNK};
 
 /// The restore strategies snapvisor knows.
@@ -155,6 +157,14 @@ pub enum RestoreError {
         /// MiB available (`MemAvailable`).
         available_mib: u64,
     },
+    /// A shell of another memory size than the snapshot's.
+    #[error("a VM shell of {shell} bytes cannot hold a snapshot of {snapshot} bytes of memory")]
+    ShellSize {
+        /// The shell's memory size.
+        shell: u64,
+        /// The snapshot's.
+        snapshot: u64,
+    },
     /// The pager could not serve a fault while the guest ran, or data it checked after
     /// resume did not match its checksum.
     #[error("the pager failed ({failure}); the run is void")]
@@ -245,8 +255,11 @@ pub struct RestoredMemory {
 pub trait MemoryStrategy: Send + Sync {
     /// Which strategy this is.
     fn strategy(&self) -> Strategy;
-    /// Builds guest memory for one VM restored from `snapshot`.
-    fn restore_memory(&self, snapshot: &OpenedSnapshot) -> Result<RestoredMemory, RestoreError>;
+    /// Builds guest memory for one VM restored from `snapshot`, in `mapping`: inaccessible
+    /// address space of exactly the snapshot's memory size (a fresh reservation, or the
+    /// one a [`Shell`]'s KVM slot already points at), into which the strategy maps the
+    /// guest's memory.
+    fn restore_memory(&self, snapshot: &OpenedSnapshot, mapping: Mapping) -> Result<RestoredMemory, RestoreError>;
 }
 
 /// The strategy object for `strategy` with default settings.
@@ -320,11 +333,36 @@ impl RestoredVm {
 /// Restores a VM from `source` with `strategy`; the guest is at its `ready` point.
 pub fn restore(hv: &Hypervisor, source: &SnapshotSource, strategy: &dyn MemoryStrategy) -> Result<RestoredVm, Error> {
     let start = Instant::now();
-    let mut vm = Vm::create(hv)?;
+    let vm = Vm::create(hv)?;
+    restore_in(vm, None, start, source, strategy)
+}
+
+/// Restores a VM from `source` with `strategy` into a [`Shell`] made ahead (of the
+/// snapshot's memory size): no VM to create and no memory slot to register, only memory to
+/// map and state to load.
+pub fn restore_into(shell: Shell, source: &SnapshotSource, strategy: &dyn MemoryStrategy) -> Result<RestoredVm, Error> {
+    let start = Instant::now();
+    let (vm, reservation) = shell.into_parts();
+    restore_in(vm, Some(reservation), start, source, strategy)
+}
+
+fn restore_in(
+    mut vm: Vm,
+    reservation: Option<Mapping>,
+    start: Instant,
+    source: &SnapshotSource,
+    strategy: &dyn MemoryStrategy,
+) -> Result<RestoredVm, Error> {
     let created = Instant::now();
     let snapshot = source.open()?;
     let opened = Instant::now();
-    let restored = strategy.restore_memory(&snapshot)?;
+    let mem_size = snapshot.state().mem_size;
+    let mapping = match reservation {
+        Some(r) if r.len() as u64 == mem_size => r,
+        Some(r) => return Err(RestoreError::ShellSize { shell: r.len() as u64, snapshot: mem_size }.into()),
+        None => Mapping::reserve(mem_size as usize).map_err(mem_err("reserving guest address space"))?,
+    };
+    let restored = strategy.restore_memory(&snapshot, mapping)?;
     vm.attach_memory(restored.memory)?;
     let mapped = Instant::now();
     vm.vcpu().restore_state(&snapshot.state().vcpu)?;

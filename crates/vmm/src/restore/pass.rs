@@ -1,32 +1,57 @@
 //! `pass`: guest memory mapped straight onto the persistent-memory pool (PASS).
 //!
 //! The snapshot's complete address index gives, for every 2 MiB of guest memory, its
-//! pool extent or "zero". Pool runs are mapped `MAP_PRIVATE` from the pool itself: reads
-//! use the pool's own pages (zero-copy, and shared by every VM of the snapshot), writes
-//! copy the page into the VM's private memory, so the pool is never written by a guest.
-//! Zero runs are anonymous memory with transparent huge pages. The pool runs are
-//! pre-faulted (`MADV_POPULATE_READ`) before resume, so the guest's first read of them
-//! finds the host page tables already filled: no host page fault, no data movement.
+//! pool extent or "zero", and the pages a recorded invocation wrote (the write set). Every
+//! pool run is mapped `MAP_PRIVATE` from the pool itself: reads use the pool's own pages
+//! (zero-copy, shared by every VM of the snapshot), a write copies the page into the VM's
+//! private memory, so no guest ever writes the pool. Zero runs are anonymous memory. Before
+//! resume, everything the guest will need is pre-faulted, so that its first touch finds
+//! the host's page tables filled. Chunk by chunk:
+//!
+//! | chunk | mapping | pre-faulted |
+//! |---|---|---|
+//! | pool, nothing recorded written | private, 2 MiB pages where the medium has them | read (`MADV_POPULATE_READ`): one KVM fault per 2 MiB |
+//! | pool, pages recorded written | private, 4 KiB pages | read, and the written pages copied (`MADV_POPULATE_WRITE`) |
+//! | zero, below the highest pool chunk (mailbox, request area, holes) | anonymous, 4 KiB pages | the recorded written pages |
+//! | zero, above it (where the heap grows), the recording wrote fewer than 64 pages | anonymous, 4 KiB pages | the recorded written pages |
+//! | zero, above it, otherwise | anonymous, transparent huge pages | nothing: the first write fills 2 MiB |
+//!
+//! So a VM's private memory is what it writes, at 4 KiB granularity, except where its heap
+//! grows by much: requests allocate densely there (whole chunks), and one fault per 2 MiB
+//! instead of one per 4 KiB is worth the partly used chunk at the top (measured
+//! alternatives in `docs/ARCHITECTURE.md`); and pages the recording saw written cost no
+//! copy-on-write fault after resume. Pages the recording did not see
+//! (another input) are copied on demand, 4 KiB at a time. On a medium with only 2 MiB
+//! pages (hugetlbfs) a write copies 2 MiB: the ablation's "2 MiB pages" case.
 //!
 //! Device-dax cannot be mapped privately; a pool there is refused with a clear error
 //! rather than silently written to.
 
 use super::{mem_err, MemoryStrategy, OpenedSnapshot, RestoreError, RestoredMemory, Strategy};
+use crate::pool::format::{Index, Run, EXTENT};
 use crate::pool::medium::Medium;
+use crate::snapshot::PageRange;
 use crate::vstate::memory::{Advice, GuestMemory, Mapping};
-use snapvisor_abi::layout;
+use snapvisor_abi::PAGE_SIZE;
 use std::path::Path;
 
 /// The `pass` strategy.
 #[derive(Clone, Copy, Debug)]
 pub struct Pass {
-    /// Pre-fault the pool runs before resume (the PASS design; off only for experiments).
+    /// Pre-fault before resume (the PASS design; off only for the ablation).
     pub prefault: bool,
+    /// Keep the recorded write set apart: 4 KiB pages for the chunks it touches, its pages
+    /// copied before resume (off only for the ablation: every pool chunk then maps with
+    /// 2 MiB pages and is split by the guest's first write).
+    pub write_set: bool,
+    /// Map fresh memory (above the highest pool chunk) with 4 KiB pages too: private
+    /// memory exactly what is written, at one fault per page (an ablation).
+    pub fresh_small_pages: bool,
 }
 
 impl Default for Pass {
     fn default() -> Self {
-        Pass { prefault: true }
+        Pass { prefault: true, write_set: true, fresh_small_pages: false }
     }
 }
 
@@ -41,12 +66,105 @@ fn require_private_mappings(medium: Medium, path: &Path) -> Result<(), RestoreEr
     )))
 }
 
+/// Fewer recorded written pages than this in a chunk of fresh memory (256 KiB): the
+/// invocation writes little there, so 4 KiB pages keep its private memory exact.
+const SPARSE_PAGES: u64 = 64;
+
+fn advise(mapping: &Mapping, start: u64, len: u64, advice: Advice, what: &'static str) -> Result<(), RestoreError> {
+    mapping.advise(start as usize, len as usize, advice).map_err(mem_err(what))
+}
+
+impl Pass {
+    /// The recorded written pages of 2 MiB chunk `chunk` (none when the write set is off).
+    fn written(&self, index: &Index, chunk: u64) -> Vec<PageRange> {
+        if self.write_set {
+            index.written_in(chunk).collect()
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Copies the pages of `ranges` before resume (when pre-faulting); returns the bytes.
+    fn copy_ahead(&self, mapping: &Mapping, ranges: &[PageRange]) -> Result<u64, RestoreError> {
+        if !self.prefault {
+            return Ok(0);
+        }
+        for r in ranges {
+            advise(mapping, r.start(), r.count * PAGE_SIZE, Advice::PopulateWrite, "copying written pages ahead")?;
+        }
+        Ok(ranges.iter().map(|r| r.count * PAGE_SIZE).sum())
+    }
+
+    /// A pool run: 4 KiB pages for its chunks with recorded writes; everything read-mapped,
+    /// the written pages copied. Returns the bytes pre-faulted.
+    fn prepare_pool_run(&self, mapping: &Mapping, index: &Index, run: &Run) -> Result<u64, RestoreError> {
+        let written: Vec<(u64, Vec<PageRange>)> = (run.guest / EXTENT..(run.guest + run.len) / EXTENT)
+            .map(|c| (c, self.written(index, c)))
+            .filter(|(_, w)| !w.is_empty())
+            .collect();
+        for (chunk, _) in &written {
+            advise(mapping, chunk * EXTENT, EXTENT, Advice::NoHugePage, "advising small pages for written chunks")?;
+        }
+        let mut prepared = 0;
+        if self.prefault {
+            advise(mapping, run.guest, run.len, Advice::PopulateRead, "pre-faulting pool extents")?;
+            prepared += run.len;
+        }
+        for (_, ranges) in &written {
+            prepared += self.copy_ahead(mapping, ranges)?;
+        }
+        Ok(prepared)
+    }
+
+    /// A zero run, chunk by chunk: below `fresh` (the end of the highest pool run) 4 KiB
+    /// pages with the recorded written pages made ahead; above it, where the heap grows
+    /// into memory the snapshot never had, transparent huge pages — unless the recording
+    /// wrote only a few pages there (then 4 KiB pages, those made ahead), or
+    /// `fresh_small_pages`. Returns the bytes pre-faulted.
+    fn prepare_zero_run(&self, mapping: &Mapping, index: &Index, run: &Run, fresh: u64) -> Result<u64, RestoreError> {
+        let mut prepared = 0;
+        // Neighbouring chunks with the same advice get one call: (huge, first byte, end).
+        let mut pending: Option<(bool, u64, u64)> = None;
+        let flush = |pending: (bool, u64, u64)| {
+            let (huge, start, end) = pending;
+            let (advice, what) = if huge {
+                (Advice::HugePage, "advising huge pages for fresh memory")
+            } else {
+                (Advice::NoHugePage, "advising small pages for zero ranges")
+            };
+            advise(mapping, start, end - start, advice, what)
+        };
+        for chunk in run.guest / EXTENT..(run.guest + run.len) / EXTENT {
+            let written = self.written(index, chunk);
+            let pages: u64 = written.iter().map(|r| r.count).sum();
+            let sparse = !written.is_empty() && pages < SPARSE_PAGES;
+            let huge = chunk * EXTENT >= fresh && !sparse && !self.fresh_small_pages;
+            let start = chunk * EXTENT;
+            match pending {
+                Some((h, first, end)) if h == huge && end == start => pending = Some((h, first, start + EXTENT)),
+                _ => {
+                    if let Some(p) = pending.replace((huge, start, start + EXTENT)) {
+                        flush(p)?;
+                    }
+                }
+            }
+            if !huge {
+                prepared += self.copy_ahead(mapping, &written)?;
+            }
+        }
+        if let Some(p) = pending {
+            flush(p)?;
+        }
+        Ok(prepared)
+    }
+}
+
 impl MemoryStrategy for Pass {
     fn strategy(&self) -> Strategy {
         Strategy::Pass
     }
 
-    fn restore_memory(&self, snapshot: &OpenedSnapshot) -> Result<RestoredMemory, RestoreError> {
+    fn restore_memory(&self, snapshot: &OpenedSnapshot, mapping: Mapping) -> Result<RestoredMemory, RestoreError> {
         let OpenedSnapshot::Pool(snapshot) = snapshot else {
             return Err(RestoreError::WrongSource {
                 strategy: Strategy::Pass,
@@ -58,43 +176,31 @@ impl MemoryStrategy for Pass {
         require_private_mappings(pool.medium(), pool.path())?;
         let index = snapshot.index();
         let fd = pool.fd()?;
-        let mapping = Mapping::reserve(index.mem_size as usize).map_err(mem_err("reserving guest address space"))?;
+        // Where the guest's heap grows into memory the snapshot never had.
+        let fresh = index.runs.iter().filter(|r| r.pool.is_some()).map(|r| r.guest + r.len).max().unwrap_or(0);
         let mut prepared = 0;
         for run in &index.runs {
             let (at, len) = (run.guest as usize, run.len as usize);
-            match run.pool {
+            prepared += match run.pool {
                 Some(offset) => {
                     mapping.map_file(at, len, fd, offset, false).map_err(|e| {
                         if e.raw_os_error() == Some(libc::ENOMEM) && pool.medium().huge_pages() {
                             RestoreError::Unsupported(format!(
                                 "{}: not enough free huge pages to reserve copy-on-write room for this VM ({} MiB); initialise the pool with more --cow-mib",
                                 pool.path().display(),
-                                len >> 20
+                                run.len >> 20
                             ))
                         } else {
                             RestoreError::Memory { what: "mapping pool extents", source: e }
                         }
                     })?;
-                    if self.prefault {
-                        mapping.advise(at, len, Advice::PopulateRead).map_err(mem_err("pre-faulting pool extents"))?;
-                        prepared += run.len;
-                    }
+                    self.prepare_pool_run(&mapping, index, run)?
                 }
                 None => {
                     mapping.map_anonymous(at, len).map_err(mem_err("mapping zero ranges"))?;
-                    mapping.advise(at, len, Advice::HugePage).map_err(mem_err("advising huge pages"))?;
+                    self.prepare_zero_run(&mapping, index, run, fresh)?
                 }
-            }
-        }
-        // The mailbox takes a few KiB of small writes per invocation: when it starts out
-        // zero, 4 KiB pages (two small faults) cost less than zero-filling a 2 MiB page.
-        let mailbox = (layout::MAILBOX as usize, layout::MAILBOX_SIZE as usize);
-        if index.runs.iter().any(|r| {
-            r.pool.is_none() && r.guest <= layout::MAILBOX && r.guest + r.len >= layout::MAILBOX + layout::MAILBOX_SIZE
-        }) {
-            mapping
-                .advise(mailbox.0, mailbox.1, Advice::NoHugePage)
-                .map_err(mem_err("advising small pages for the mailbox"))?;
+            };
         }
         let memory = GuestMemory::new(mapping).map_err(mem_err("creating the guest memory view"))?;
         // The VM keeps the lease on its extents: no import may reuse them while it runs.

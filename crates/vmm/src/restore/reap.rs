@@ -26,11 +26,10 @@ impl MemoryStrategy for Reap {
         Strategy::Reap
     }
 
-    fn restore_memory(&self, snapshot: &OpenedSnapshot) -> Result<RestoredMemory, RestoreError> {
+    fn restore_memory(&self, snapshot: &OpenedSnapshot, mapping: Mapping) -> Result<RestoredMemory, RestoreError> {
         let snapshot = dir_snapshot(Strategy::Reap, snapshot)?;
         let ws = super::open_working_set(snapshot, WorkingSetKind::Reap)?;
         let size = snapshot.mem_size() as usize;
-        let mapping = Mapping::reserve(size).map_err(mem_err("reserving guest address space"))?;
         mapping.map_anonymous(0, size).map_err(mem_err("mapping anonymous guest memory"))?;
         let uffd = registered_uffd(&mapping)?;
         // Prefetch: one sequential read of the whole set (at most guest memory: checked on

@@ -40,7 +40,7 @@ impl MemoryStrategy for Uffd {
         Strategy::Uffd
     }
 
-    fn restore_memory(&self, snapshot: &OpenedSnapshot) -> Result<RestoredMemory, RestoreError> {
+    fn restore_memory(&self, snapshot: &OpenedSnapshot, mapping: Mapping) -> Result<RestoredMemory, RestoreError> {
         let snapshot = dir_snapshot(Strategy::Uffd, snapshot)?;
         if !self.chunk.is_power_of_two() || self.chunk < PAGE_SIZE as usize || self.chunk > HUGE_PAGE_SIZE as usize {
             return Err(RestoreError::Unsupported(format!(
@@ -49,7 +49,6 @@ impl MemoryStrategy for Uffd {
             )));
         }
         let size = snapshot.mem_size() as usize;
-        let mapping = Mapping::reserve(size).map_err(mem_err("reserving guest address space"))?;
         mapping.map_anonymous(0, size).map_err(mem_err("mapping anonymous guest memory"))?;
         let uffd = registered_uffd(&mapping)?;
         let source = FileSource::new(snapshot).map_err(mem_err("duplicating the memory file descriptor"))?;

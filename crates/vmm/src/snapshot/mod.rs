@@ -6,8 +6,10 @@
 //!                   CRC; sealed with its own CRC-64 (see `manifest`)
 //!   vmstate.bin     "SNAPVSTA" | format version | body length | postcard(VmState) | CRC-64
 //!   memory.img      guest RAM, sparse: all-zero 4 KiB pages are holes (listed as zero ranges)
-//!   ws.reap         (optional) recorded working sets of the prefetching strategies,
-//!   ws.faasnap      see `working_set`
+//!   ws.reap         (optional) recorded working sets of the prefetching strategies and
+//!   ws.faasnap      the write set `pass` uses, see `working_set`;
+//!   ws.write
+//!   recorded.json   (optional) which input recorded them, see `recording`
 //! ```
 //!
 //! [`write`](write::write) builds the directory under a temporary name, fsyncs every file
@@ -23,6 +25,7 @@
 
 mod error;
 mod manifest;
+pub mod recording;
 mod state_file;
 pub mod working_set;
 pub mod write;

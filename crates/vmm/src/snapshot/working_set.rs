@@ -1,10 +1,12 @@
-//! Recorded working sets of a snapshot, for the prefetching strategies (REAP, FaaSnap).
+//! Recorded working sets of a snapshot: the pages the prefetching strategies load (REAP,
+//! FaaSnap), and the pages an invocation wrote (for `pass`, which keeps written chunks
+//! apart; see `pool::format::index`).
 //!
 //! ```text
-//! SNAPSHOT_DIR/ws.reap | ws.faasnap
+//! SNAPSHOT_DIR/ws.reap | ws.faasnap | ws.write
 //!   0      8  magic "SNAPWSET"
 //!   8      4  format version (2)
-//!   12     4  kind (1 = reap, 2 = faasnap)
+//!   12     4  kind (1 = reap, 2 = faasnap, 3 = write: pages only, no page data)
 //!   16     8  guest memory size
 //!   24     8  memory digest of the snapshot it was recorded from (xxh3 value)
 //!   32     8  number of runs n
@@ -45,6 +47,9 @@ pub enum WorkingSetKind {
     /// FaaSnap: the loading set, the memory file's pages in the page cache after an
     /// invocation from a cold cache (mincore), zero pages excluded.
     Faasnap,
+    /// The write set: the guest pages an invocation wrote (copied on write), found in
+    /// pagemap after a `lazy` invocation; pages only, no contents.
+    Write,
 }
 
 impl WorkingSetKind {
@@ -52,7 +57,13 @@ impl WorkingSetKind {
         match self {
             WorkingSetKind::Reap => 1,
             WorkingSetKind::Faasnap => 2,
+            WorkingSetKind::Write => 3,
         }
+    }
+
+    /// Whether the file carries the pages' contents.
+    pub fn has_data(self) -> bool {
+        self != WorkingSetKind::Write
     }
 
     /// File name inside the snapshot directory.
@@ -60,6 +71,7 @@ impl WorkingSetKind {
         match self {
             WorkingSetKind::Reap => "ws.reap",
             WorkingSetKind::Faasnap => "ws.faasnap",
+            WorkingSetKind::Write => "ws.write",
         }
     }
 }
@@ -78,9 +90,9 @@ pub struct Header {
 }
 
 impl Header {
-    /// Bytes of the whole file this header describes.
-    pub fn file_len(&self) -> u64 {
-        self.data_offset + self.pages * PAGE_SIZE
+    /// Bytes of the whole file this header describes, for a working set of `kind`.
+    pub fn file_len(&self, kind: WorkingSetKind) -> u64 {
+        self.data_offset + if kind.has_data() { self.pages * PAGE_SIZE } else { 0 }
     }
 }
 
@@ -151,7 +163,8 @@ fn decode_fixed(head: &[u8], expected: Expected, file_len: u64, path: &Path) -> 
     if !data_offset.is_multiple_of(PAGE_SIZE) {
         return Err(corrupt(path, "data offset is not 4 KiB aligned"));
     }
-    let expected_len = pages.checked_mul(PAGE_SIZE).and_then(|b| b.checked_add(data_offset));
+    let data_pages = if expected.kind.has_data() { pages } else { 0 };
+    let expected_len = data_pages.checked_mul(PAGE_SIZE).and_then(|b| b.checked_add(data_offset));
     if expected_len != Some(file_len) {
         return Err(SnapshotError::Mismatch {
             path: path.into(),
@@ -225,7 +238,7 @@ impl WorkingSet {
             let mut hasher = xxhash_rust::xxh3::Xxh3::new();
             let mut buf = vec![0u8; 1 << 20];
             let mut at = data_offset;
-            for r in runs {
+            for r in runs.iter().filter(|_| kind.has_data()) {
                 let mut done = 0;
                 while done < r.count * PAGE_SIZE {
                     let n = (buf.len() as u64).min(r.count * PAGE_SIZE - done) as usize;
@@ -264,7 +277,7 @@ impl WorkingSet {
         file.read_exact_at(&mut bytes, 0).map_err(io_err(&path, "read"))?;
         let header = decode_header(&bytes, expected, len, &path)?;
         let set = WorkingSet { kind, path, file, header };
-        if verify {
+        if verify && kind.has_data() {
             let computed = xxh3_file(&set.file, set.header.data_offset, set.header.pages * PAGE_SIZE)
                 .map_err(io_err(&set.path, "read"))?;
             set.check_data(computed)?;

@@ -34,6 +34,8 @@ pub enum Advice {
     NoHugePage,
     /// Map pages now, read-only where the mapping is private (no copy).
     PopulateRead,
+    /// Map pages now, writable (copies private file pages, allocates anonymous ones).
+    PopulateWrite,
 }
 
 impl Mapping {
@@ -164,6 +166,7 @@ impl Mapping {
             Advice::HugePage => libc::MADV_HUGEPAGE,
             Advice::NoHugePage => libc::MADV_NOHUGEPAGE,
             Advice::PopulateRead => libc::MADV_POPULATE_READ,
+            Advice::PopulateWrite => libc::MADV_POPULATE_WRITE,
         };
         // SAFETY: madvise on a range this Mapping owns; none of these advices invalidates
         // memory that Rust code holds references into (guest memory is accessed volatile).

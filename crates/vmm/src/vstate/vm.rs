@@ -5,7 +5,7 @@
 //! plugged in without this module knowing how it was made.
 
 use crate::vstate::kvm::Hypervisor;
-use crate::vstate::memory::GuestMemory;
+use crate::vstate::memory::{GuestMemory, Mapping};
 use crate::vstate::vcpu::{Vcpu, VcpuError};
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::VmFd;
@@ -25,6 +25,18 @@ pub enum VmError {
     /// Setting up the vCPU failed.
     #[error("vCPU setup failed")]
     Vcpu(#[from] VcpuError),
+    /// Memory attached elsewhere than the slot registered ahead.
+    #[error("guest memory at {addr:#x} ({size} bytes) is not where the VM's slot points ({expected:#x}, {expected_size} bytes)")]
+    SlotMismatch {
+        /// Slot address.
+        expected: u64,
+        /// Slot size.
+        expected_size: u64,
+        /// Memory address.
+        addr: u64,
+        /// Memory size.
+        size: u64,
+    },
     /// The VM has no memory attached.
     #[error("the VM has no guest memory attached")]
     NoMemory,
@@ -48,6 +60,8 @@ pub struct Vm {
     vcpu: Vcpu,
     fd: VmFd,
     memory: Option<GuestMemory>,
+    /// Slot 0 registered ahead over a reservation (a shell): its address and size.
+    reserved_slot: Option<(u64, u64)>,
     rmode_tss: bool,
 }
 
@@ -61,25 +75,58 @@ impl Vm {
         }
         let vcpu_fd = fd.create_vcpu(0).map_err(|source| VmError::Kvm { what: "KVM_CREATE_VCPU", source })?;
         let vcpu = Vcpu::new(hv, vcpu_fd)?;
-        Ok(Vm { vcpu, fd, memory: None, rmode_tss })
+        Ok(Vm { vcpu, fd, memory: None, reserved_slot: None, rmode_tss })
     }
 
-    /// Registers `memory` as the guest's RAM at guest physical 0 (slot 0).
-    pub fn attach_memory(&mut self, memory: GuestMemory) -> Result<(), VmError> {
-        if self.rmode_tss && memory.size() > KVM_TSS_ADDRESS as u64 - 0x1000 {
+    /// Registers slot 0 at guest physical 0 over `[addr, addr + size)`.
+    ///
+    /// # Safety
+    /// The range must stay mapped (or reserved) for as long as the VM may use slot 0.
+    unsafe fn register_slot(&self, addr: u64, size: u64) -> Result<(), VmError> {
+        if self.rmode_tss && size > KVM_TSS_ADDRESS as u64 - 0x1000 {
             return Err(VmError::TooLargeForHost { limit: KVM_TSS_ADDRESS as u64 - 0x1000 });
         }
         let region = kvm_userspace_memory_region {
             slot: 0,
             flags: 0,
             guest_phys_addr: 0,
-            memory_size: memory.size(),
-            userspace_addr: memory.mapping().as_ptr() as u64,
+            memory_size: size,
+            userspace_addr: addr,
         };
-        // SAFETY: the region is a live mapping owned by `memory`, which this VM keeps until
-        // after its fds are closed (field order).
+        // SAFETY: forwarded from the caller's contract.
         unsafe { self.fd.set_user_memory_region(region) }
-            .map_err(|source| VmError::Kvm { what: "KVM_SET_USER_MEMORY_REGION", source })?;
+            .map_err(|source| VmError::Kvm { what: "KVM_SET_USER_MEMORY_REGION", source })
+    }
+
+    /// Registers slot 0 over `reservation` — inaccessible address space of the guest's
+    /// memory size — before any memory is mapped there, so that a later restore only maps
+    /// memory into it (KVM resolves a slot's addresses when the guest touches them, and
+    /// drops what it resolved when the mapping under them changes).
+    ///
+    /// # Safety
+    /// `reservation` must outlive the VM's use of slot 0: it becomes the mapping of the
+    /// memory [`Vm::attach_memory`] attaches next, or outlives this VM.
+    pub unsafe fn register_reservation(&mut self, reservation: &Mapping) -> Result<(), VmError> {
+        let (addr, size) = (reservation.as_ptr() as u64, reservation.len() as u64);
+        // SAFETY: forwarded from the caller's contract.
+        unsafe { self.register_slot(addr, size) }?;
+        self.reserved_slot = Some((addr, size));
+        Ok(())
+    }
+
+    /// Makes `memory` the guest's RAM at guest physical 0 (slot 0): registers the slot, or,
+    /// where [`Vm::register_reservation`] did, checks that `memory` lies where it points.
+    pub fn attach_memory(&mut self, memory: GuestMemory) -> Result<(), VmError> {
+        let (addr, size) = (memory.mapping().as_ptr() as u64, memory.size());
+        match self.reserved_slot {
+            Some(slot) if slot == (addr, size) => {}
+            Some((expected, expected_size)) => {
+                return Err(VmError::SlotMismatch { expected, expected_size, addr, size });
+            }
+            // SAFETY: the range is a live mapping owned by `memory`, which this VM keeps
+            // until after its fds are closed (field order).
+            None => unsafe { self.register_slot(addr, size) }?,
+        }
         self.memory = Some(memory);
         Ok(())
     }

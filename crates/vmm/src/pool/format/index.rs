@@ -1,11 +1,11 @@
 //! The complete address index of a pool snapshot: every 2 MiB of guest memory → a pool
-//! offset or "zero".
+//! offset or "zero", and the pages a recorded invocation wrote (the write set, which
+//! `pass` maps apart: see `restore::pass`).
 
 use super::{FormatError, EXTENT, INDEX_MAGIC};
+use crate::snapshot::recording::MAX_LABEL;
+use crate::snapshot::PageRange;
 use serde::{Deserialize, Serialize};
-
-/// Run flag: reserved for working-set marks (pages a recorded invocation touched).
-pub const RUN_WORKING_SET: u32 = 1;
 
 /// A run of guest pages in the index: either in the pool or all zero.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -16,7 +16,7 @@ pub struct Run {
     pub len: u64,
     /// Pool offset of the first byte, or `None` for an all-zero run (mapped anonymous).
     pub pool: Option<u64>,
-    /// `RUN_*` flags.
+    /// Reserved, 0.
     pub flags: u32,
 }
 
@@ -28,14 +28,20 @@ pub struct Index {
     pub mem_size: u64,
     /// The runs, ascending.
     pub runs: Vec<Run>,
+    /// Pages a recorded invocation wrote (the snapshot's `ws.write` at import), ascending
+    /// and disjoint; empty when none was recorded.
+    pub written: Vec<PageRange>,
+    /// Which input that invocation ran (`A`, ...), when recorded.
+    pub recorded_with: Option<String>,
 }
 
 impl Index {
-    /// Upper bound of an encoded index of a guest with `chunks` 2 MiB chunks (magic, size,
-    /// at most one run per chunk of at most 32 bytes: three varint u64s, an option tag, a
-    /// varint u32).
-    pub fn encoded_max(chunks: u64) -> u64 {
-        64 + chunks * 48
+    /// Upper bound of an encoded index of a guest with `chunks` 2 MiB chunks and a write
+    /// set of `written` ranges (magic, size, at most one run per chunk of at most 32 bytes:
+    /// three varint u64s, an option tag, a varint u32; two varint u64s per written range;
+    /// a label of at most [`MAX_LABEL`] characters of up to 4 bytes).
+    pub fn encoded_max(chunks: u64, written: u64) -> u64 {
+        64 + chunks * 48 + written * 24 + 4 * MAX_LABEL as u64 + 16
     }
 
     /// Encodes the index (magic + postcard).
@@ -84,7 +90,46 @@ impl Index {
         if next != mem_size {
             return Err(FormatError::Coverage { found: next, expected: mem_size });
         }
+        let pages = mem_size / snapvisor_abi::PAGE_SIZE;
+        let mut next_page = 0;
+        for r in &self.written {
+            let problem = if r.count == 0 {
+                Some("are empty")
+            } else if r.first < next_page {
+                Some("are unsorted or overlap")
+            } else if r.first.checked_add(r.count).is_none_or(|end| end > pages) {
+                Some("lie outside memory")
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                return Err(FormatError::Written { first: r.first, count: r.count, problem });
+            }
+            next_page = r.first + r.count;
+        }
+        if let Some(label) = &self.recorded_with {
+            let len = label.chars().count() as u64;
+            if len > MAX_LABEL as u64 {
+                return Err(FormatError::OutOfRange {
+                    what: "recording label length",
+                    value: len,
+                    min: 0,
+                    max: MAX_LABEL as u64,
+                });
+            }
+        }
         Ok(())
+    }
+
+    /// The pages of 2 MiB chunk `chunk` the recorded invocation wrote, as ranges.
+    pub fn written_in(&self, chunk: u64) -> impl Iterator<Item = PageRange> + '_ {
+        let per_chunk = EXTENT / snapvisor_abi::PAGE_SIZE;
+        let (lo, hi) = (chunk * per_chunk, (chunk + 1) * per_chunk);
+        let start = self.written.partition_point(|r| r.first + r.count <= lo);
+        self.written[start..].iter().take_while(move |r| r.first < hi).map(move |r| {
+            let first = r.first.max(lo);
+            PageRange { first, count: (r.first + r.count).min(hi) - first }
+        })
     }
 
     /// Pool offset of guest page `page` (4 KiB index), or `None` if it is zero.
@@ -108,6 +153,8 @@ mod tests {
                 Run { guest: 0, len: EXTENT, pool: Some(EXTENT), flags: 0 },
                 Run { guest: EXTENT, len: 2 * EXTENT, pool: None, flags: 0 },
             ],
+            written: vec![PageRange { first: 3, count: 2 }, PageRange { first: 510, count: 4 }],
+            recorded_with: Some("A".into()),
         };
         assert!(index.check(3 * EXTENT, 4 * EXTENT).is_ok());
         assert_eq!(index.lookup(1), Some(EXTENT + 4096));
@@ -121,5 +168,22 @@ mod tests {
         assert!(outside.check(3 * EXTENT, 4 * EXTENT).is_err());
         let bytes = index.encode();
         assert_eq!(Index::decode(&bytes, 3 * EXTENT, 4 * EXTENT).unwrap(), index);
+        // The write set, per chunk; and its rules.
+        assert_eq!(
+            index.written_in(0).collect::<Vec<_>>(),
+            vec![PageRange { first: 3, count: 2 }, PageRange { first: 510, count: 2 }]
+        );
+        assert_eq!(index.written_in(1).collect::<Vec<_>>(), vec![PageRange { first: 512, count: 2 }]);
+        assert_eq!(index.written_in(2).count(), 0);
+        for written in [
+            vec![PageRange { first: 3, count: 0 }],
+            vec![PageRange { first: 5, count: 2 }, PageRange { first: 6, count: 1 }],
+            vec![PageRange { first: 3 * 512 - 1, count: 2 }],
+        ] {
+            let bad = Index { written, ..index.clone() };
+            assert!(matches!(bad.check(3 * EXTENT, 4 * EXTENT), Err(FormatError::Written { .. })));
+        }
+        let long = Index { recorded_with: Some("x".repeat(MAX_LABEL + 1)), ..index.clone() };
+        assert!(long.check(3 * EXTENT, 4 * EXTENT).is_err());
     }
 }

@@ -21,7 +21,7 @@
 mod index;
 mod table;
 
-pub use index::{Index, Run, RUN_WORKING_SET};
+pub use index::{Index, Run};
 pub use table::{valid_id, PoolMeta, SnapshotEntry, ID_MAX};
 
 use crate::checksum::crc64;
@@ -32,7 +32,7 @@ pub const MAGIC: &[u8; 8] = b"SNAPPOOL";
 /// Metadata slot magic.
 pub const SLOT_MAGIC: &[u8; 8] = b"POOLMETA";
 /// Index magic.
-pub const INDEX_MAGIC: &[u8; 8] = b"POOLIDX1";
+pub const INDEX_MAGIC: &[u8; 8] = b"POOLIDX2";
 /// On-media format version.
 pub const VERSION: u32 = 2;
 /// Allocation unit.
@@ -131,6 +131,16 @@ pub enum FormatError {
     Run {
         /// The run.
         run: Run,
+        /// Which rule.
+        problem: &'static str,
+    },
+    /// The index's write set breaks its rules (sorted, disjoint, inside memory).
+    #[error("written pages {first}+{count} {problem}")]
+    Written {
+        /// First page of the offending range.
+        first: u64,
+        /// Its pages.
+        count: u64,
         /// Which rule.
         problem: &'static str,
     },

@@ -61,7 +61,8 @@ impl SnapshotEntry {
         }
         let blobs = [
             ("state", self.state, crate::snapshot::STATE_MAX),
-            ("index", self.index, Index::encoded_max(mem_size / EXTENT)),
+            // At most every other page is a separate written range.
+            ("index", self.index, Index::encoded_max(mem_size / EXTENT, mem_size / snapvisor_abi::PAGE_SIZE / 2 + 1)),
         ];
         for (what, blob, max) in blobs {
             in_range(what, blob.len, 1, max)?;
