@@ -36,6 +36,7 @@ pub const TARGETS: &[Target] = &[
     ("vmstate", vmstate),
     ("ws_reap", ws_reap),
     ("ws_faasnap", ws_faasnap),
+    ("ws_write", ws_write),
     ("pool_superblock", pool_superblock),
     ("pool_slot", pool_slot),
     ("pool_index", pool_index),

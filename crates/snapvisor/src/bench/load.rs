@@ -1,5 +1,5 @@
 //! The load experiment: the daemon (`snapvisor serve`, a separate process) on its Unix
-//! socket, driven by oha — an established load generator nobody here wrote — at fixed
+//! socket, driven by autocannon — an established load generator nobody here wrote — at fixed
 //! client concurrency levels, a bounded number of requests and a bounded time per level;
 //! then the leak check: the daemon's resident memory and open files before and after many
 //! invocations must come back to their baseline within a stated tolerance.
@@ -7,7 +7,7 @@
 //! [`run`] takes a [`LoadConfig`] and returns the rows, the leak check and a Markdown
 //! section; it writes `load.csv` and `load.md` into the output directory.
 
-use super::oha::{self, Oha, Summary};
+use super::autocannon::{self, LoadGen, Summary};
 use crate::cli::client::{Client, ClientError};
 use crate::node::data::DataDir;
 use crate::server::metrics::ProcessFigures;
@@ -54,7 +54,7 @@ pub struct LoadRow {
     pub strategy: String,
     /// Client connections.
     pub clients: u32,
-    /// What oha measured (latencies are the client's).
+    /// What autocannon measured (latencies are the client's).
     pub measured: Summary,
 }
 
@@ -115,9 +115,9 @@ pub struct LoadResults {
 /// Why the experiment failed.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    /// oha could not be installed or run.
+    /// The load generator could not be installed or run.
     #[error(transparent)]
-    Oha(#[from] oha::OhaError),
+    LoadGen(#[from] autocannon::LoadGenError),
     /// A request to set things up failed.
     #[error(transparent)]
     Client(#[from] ClientError),
@@ -204,7 +204,7 @@ impl Drop for Scratch {
 
 /// Runs the experiment.
 pub fn run(config: &LoadConfig) -> Result<LoadResults, LoadError> {
-    let tool = oha::ensure(&oha::tools_dir())?;
+    let tool = autocannon::ensure(&autocannon::tools_dir())?;
     let work = config.data.root().join(format!("load-{}", std::process::id()));
     let pool_dir = Path::new("/dev/shm").join(format!("snapvisor-load-{}", std::process::id()));
     let _scratch = Scratch(vec![work.clone(), pool_dir.clone()]);
@@ -257,7 +257,7 @@ pub fn run(config: &LoadConfig) -> Result<LoadResults, LoadError> {
 }
 
 fn leak_check(
-    tool: &Oha,
+    tool: &LoadGen,
     daemon: &Daemon,
     function: &str,
     strategy: &str,
@@ -279,13 +279,17 @@ fn leak_check(
     Ok(LeakCheck { strategy: strategy.into(), invocations: s.ok + s.failed, before, after, ok })
 }
 
-fn markdown(config: &LoadConfig, tool: &Oha, rows: &[LoadRow], leak: Option<&LeakCheck>, max_vms: u32) -> String {
+fn markdown(config: &LoadConfig, tool: &LoadGen, rows: &[LoadRow], leak: Option<&LeakCheck>, max_vms: u32) -> String {
     let mut md = String::from("## The daemon under load\n\n");
     let installed = tool.install_secs.map_or_else(
         || format!("found at `{}`", tool.path.display()),
-        |s| format!("installed into `{}` by this run with `cargo install --locked` in {s:.0} s", tool.path.display()),
+        |s| format!("installed into `{}` by this run with npm in {s:.0} s", tool.path.display()),
     );
-    let _ = writeln!(md, "- load generator: oha {} ({installed}), over the daemon's Unix socket", oha::VERSION);
+    let _ = writeln!(
+        md,
+        "- load generator: autocannon {} ({installed}), over the daemon's Unix socket",
+        autocannon::VERSION
+    );
     let _ = writeln!(
         md,
         "- `POST /invocations` of `{}`; daemon `--max-vms {max_vms}`; {} requests per row after an untimed warm-up, each row bounded to {} s",

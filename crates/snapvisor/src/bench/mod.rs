@@ -1,60 +1,157 @@
-//! `snapvisor bench`: every function × every strategy, warm invocation vs SnapStart,
-//! side by side on the same snapshots, plus the concurrency experiment.
+//! `snapvisor bench`: the PASS paper's evaluation, reproduced on this host.
 //!
-//! For each function: a fresh snapshot; warm invocations on a running VM; SnapStarts
-//! with each filesystem strategy from a warm and from an evicted page cache; SnapStarts
-//! with `pass` from the pool (the snapshot imported once). Each configuration gets one
-//! untimed warm-up run, then `reps` rounds in which every configuration runs once
-//! (interleaved, so drift on a shared machine spreads evenly). Every response's digest is checked
-//! against the host's own computation of the same request. Results: `results.csv` (one
-//! row per VM), `concurrency.csv`, `summary.md` and `concurrency.svg` in the output directory.
+//! The fixtures ([`fixture`]: snapshots recorded with input A, their copies, the pool) are
+//! made once; then the experiments run in an order where each leaves the fixtures as the
+//! next expects them — end to end ([`e2e`]), concurrency ([`concurrency`]), ablation
+//! ([`ablation`]), restore phases ([`restore`]), input sensitivity ([`sensitivity`], which
+//! records again with input 2) and the daemon under load ([`load`]). Ephemeral workload,
+//! where the time goes, cost-effectiveness and the headline are derived from the end-to-end
+//! and concurrency runs ([`derived`]). The configurations and their page-cache states are
+//! in [`setups`]; every run's host memory is measured by [`measure`].
+//!
+//! Output: `results.csv` (every VM of every run), one CSV per experiment, `concurrency.csv`,
+//! `load.csv`, `summary.md` and `concurrency.svg`. Every response's digest is checked against
+//! the host's own computation of the same request.
 
+pub mod ablation;
+pub mod autocannon;
+pub mod concurrency;
+pub mod derived;
+pub mod e2e;
+pub mod fixture;
+pub mod groups;
+mod interrupt;
 pub mod load;
+pub mod measure;
 pub mod memory;
-pub mod oha;
 pub mod pagecache;
 mod plot;
 pub mod report;
+pub mod restore;
+pub mod sensitivity;
+pub mod setups;
+pub mod summary;
 
-use crate::data::{self, DataDir};
-use crate::runner::{snapstart, RunError, VmSample, WarmVm};
+use crate::node::data::DataDir;
+use crate::node::runner::RunError;
+use concurrency::Level;
 use indicatif::{ProgressBar, ProgressStyle};
-use report::{ConcurrencyRow, Header, Row};
-use snapvisor_functions::catalog::{MEASURE_INPUT, RECORD_INPUT};
-use snapvisor_vmm::pool::format::EXTENT;
+use load::{LoadConfig, LoadResults};
+use report::{write_csv, Header, Row};
+use restore::ShellCost;
 use snapvisor_vmm::pool::medium::EmulatedKind;
-use snapvisor_vmm::pool::Pool;
-use snapvisor_vmm::restore::{strategy as make_strategy, SnapshotSource, Strategy};
 use snapvisor_vmm::Hypervisor;
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::io::IsTerminal as _;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// The experiments that run (the derived sections follow from `e2e` and `concurrency`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Experiment {
+    /// 1. every function × every configuration (4, 5 and 8 derive from it).
+    E2e,
+    /// 2. recorded with input 2, measured with the other five.
+    Sensitivity,
+    /// 3. N VMs of one snapshot at once (7 derives from it).
+    Concurrency,
+    /// 6. pass with one technique taken away at a time.
+    Ablation,
+    /// Restore phases, from scratch and into VM shells.
+    Restore,
+    /// The daemon under autocannon's load, and its leak check.
+    Load,
+}
+
+impl Experiment {
+    /// Every experiment, in the order they run.
+    pub const ALL: [Experiment; 6] = [
+        Experiment::E2e,
+        Experiment::Concurrency,
+        Experiment::Ablation,
+        Experiment::Restore,
+        Experiment::Sensitivity,
+        Experiment::Load,
+    ];
+}
 
 /// What to run.
 #[derive(Clone, Debug)]
 pub struct BenchConfig {
-    /// Functions (built-in names).
+    /// Functions of the end-to-end and sensitivity experiments (built-in names).
     pub functions: Vec<String>,
-    /// Strategies.
-    pub strategies: Vec<Strategy>,
-    /// Measured repetitions per configuration.
+    /// Functions of the concurrency experiment.
+    pub concurrency_functions: Vec<String>,
+    /// Functions of the ablation.
+    pub ablation_functions: Vec<String>,
+    /// Function of the restore-phase experiment.
+    pub restore_function: String,
+    /// Concurrency levels.
+    pub concurrency: Vec<usize>,
+    /// Rounds of the end-to-end and ablation experiments.
     pub reps: usize,
+    /// Rounds per input of the sensitivity experiment.
+    pub sensitivity_reps: usize,
+    /// The load experiment (function, levels, requests, leak check).
+    pub load: LoadPlan,
+    /// Experiments to run.
+    pub experiments: Vec<Experiment>,
     /// Output directory.
     pub out: PathBuf,
-    /// Data directory (snapshots, the benchmark's pool).
+    /// Data directory (the benchmark works under `DATA/bench`).
     pub data: DataDir,
     /// Guest memory bytes.
     pub mem_size: u64,
-    /// Concurrency levels of the concurrency experiment (empty: skip it).
-    pub concurrency: Vec<usize>,
-    /// Functions the concurrency experiment runs.
-    pub concurrency_functions: Vec<String>,
-    /// Whether to also restore from an evicted page cache.
-    pub cold: bool,
-    /// Emulated pool medium.
+    /// Emulated persistent-memory medium.
     pub pool_medium: EmulatedKind,
     /// Per-run guest timeout.
     pub timeout: Duration,
+    /// Whether this is the `--quick` variant (said in the header).
+    pub quick: bool,
+}
+
+/// The load experiment's size.
+#[derive(Clone, Debug)]
+pub struct LoadPlan {
+    /// Function invoked.
+    pub function: String,
+    /// Client concurrency levels.
+    pub clients: Vec<u32>,
+    /// Requests per strategy and level.
+    pub requests: u32,
+    /// Invocations of the leak check.
+    pub leak_invocations: u32,
+}
+
+impl BenchConfig {
+    /// Whether `e` runs.
+    pub fn runs(&self, e: Experiment) -> bool {
+        self.experiments.contains(&e)
+    }
+
+    /// Every function some experiment uses (each gets fixtures).
+    pub fn all_functions(&self) -> Vec<String> {
+        let mut all: Vec<String> = Vec::new();
+        let mut add = |list: &[String]| {
+            for f in list {
+                if !all.contains(f) {
+                    all.push(f.clone());
+                }
+            }
+        };
+        if self.runs(Experiment::E2e) || self.runs(Experiment::Sensitivity) {
+            add(&self.functions);
+        }
+        if self.runs(Experiment::Concurrency) {
+            add(&self.concurrency_functions);
+        }
+        if self.runs(Experiment::Ablation) {
+            add(&self.ablation_functions);
+        }
+        if self.runs(Experiment::Restore) {
+            add(std::slice::from_ref(&self.restore_function));
+        }
+        all
+    }
 }
 
 /// Why the benchmark failed.
@@ -80,273 +177,245 @@ pub enum BenchError {
     /// A function is not built in.
     #[error("no built-in function `{0}` (see `snapvisor functions`)")]
     UnknownFunction(String),
-    /// Writing results failed.
-    #[error("{}: could not write results", .0.display())]
+    /// A file could not be written or read.
+    #[error("{}: cannot write or read", .0.display())]
     Write(PathBuf, #[source] std::io::Error),
+    /// The load experiment failed.
+    #[error("the load experiment")]
+    Load(#[from] load::LoadError),
+    /// SIGINT or SIGTERM: the run stopped after undoing what it set up.
+    #[error("interrupted; the benchmark's medium and fixtures were removed")]
+    Interrupted,
     /// A guest answered differently from the host's computation.
     #[error("{0} responses did not match the host's computation (see digest_ok in results.csv)")]
     DigestMismatch(usize),
 }
 
-/// The medium label of filesystem SnapStarts.
-pub fn disk_medium(cold: bool) -> &'static str {
-    if cold {
-        "disk-cold"
-    } else {
-        "disk-warm"
+impl BenchError {
+    /// A VMM failure of `function` while doing `what`.
+    pub fn run(function: &str, what: &str, e: snapvisor_vmm::Error) -> Self {
+        BenchError::Run { function: function.into(), what: what.into(), source: e.into() }
     }
 }
 
-/// One SnapStart configuration of the latency experiment.
-struct Config {
-    strategy: Strategy,
-    source: SnapshotSource,
-    medium: &'static str,
-    cold: bool,
+/// What every experiment gets: the hypervisor, the configuration, the progress bar.
+pub struct Ctx<'a> {
+    /// The hypervisor.
+    pub hv: &'a Hypervisor,
+    /// What to run.
+    pub config: &'a BenchConfig,
+    progress: ProgressBar,
+    /// stderr is not a terminal (CI, a log file): the bar is hidden, so each message is
+    /// also a plain line with the elapsed time, the progress and the estimate left.
+    plain: bool,
 }
 
-/// Removes the benchmark's pool emulation when dropped (also on errors).
-struct PoolGuard(Option<PathBuf>);
-
-impl Drop for PoolGuard {
-    fn drop(&mut self) {
-        if let Some(root) = self.0.take() {
-            if let Err(e) = data::destroy_pool(&root) {
-                eprintln!("warning: could not tear down the benchmark pool under {}: {e}", root.display());
-            }
+impl Ctx<'_> {
+    /// Says what runs now; stops the run if a signal asked for it (see [`interrupt`]).
+    pub fn message(&self, m: &str) -> Result<(), BenchError> {
+        if interrupt::requested() {
+            return Err(BenchError::Interrupted);
         }
+        self.progress.set_message(m.to_string());
+        if self.plain {
+            let (pos, len) = (self.progress.position(), self.progress.length().unwrap_or(0));
+            let elapsed = self.progress.elapsed().as_secs();
+            let eta = self.progress.eta().as_secs();
+            eprintln!("[{:02}:{:02}, ETA {:02}:{:02}] {pos}/{len} {m}", elapsed / 60, elapsed % 60, eta / 60, eta % 60);
+        }
+        Ok(())
     }
+
+    /// One measured run done.
+    pub fn tick(&self) {
+        self.progress.inc(1);
+    }
+
+    /// `n` measured runs done (or skipped).
+    pub fn tick_by(&self, n: usize) {
+        self.progress.inc(n as u64);
+    }
+}
+
+/// Everything the experiments measured.
+#[derive(Default)]
+pub struct Results {
+    /// Every VM of every run.
+    pub rows: Vec<Row>,
+    /// The concurrency experiment's levels.
+    pub levels: Vec<Level>,
+    /// What idle VM shells cost.
+    pub shells: Option<ShellCost>,
+    /// The load experiment.
+    pub load: Option<LoadResults>,
+    /// What the run had to leave out or noticed, said in the summary.
+    pub notes: Vec<String>,
+}
+
+/// Measured runs the plan holds (the progress bar's length; slow functions get fewer
+/// rounds, which ticks the difference off as they start).
+fn planned_ticks(config: &BenchConfig) -> u64 {
+    let e2e_setups = 12;
+    let mut n = 0;
+    if config.runs(Experiment::E2e) {
+        n += config.functions.len() * config.reps * e2e_setups;
+    }
+    if config.runs(Experiment::Concurrency) {
+        let vms: usize = config.concurrency.iter().sum();
+        n += config.concurrency_functions.len() * concurrency::SETUPS.len() * vms;
+    }
+    if config.runs(Experiment::Ablation) {
+        n += config.ablation_functions.len() * config.reps * ablation::SETUPS;
+    }
+    if config.runs(Experiment::Restore) {
+        n += 2 * e2e_setups;
+    }
+    if config.runs(Experiment::Sensitivity) {
+        n += config.functions.len() * sensitivity::MEASURED.len() * config.sensitivity_reps * sensitivity::SETUPS.len();
+    }
+    if config.runs(Experiment::Load) {
+        n += load::DEFAULT_STRATEGIES.len() * config.load.clients.len();
+    }
+    n as u64
 }
 
 /// Runs the benchmark and writes its results; returns the Markdown summary.
 pub fn run(hv: &Hypervisor, config: &BenchConfig) -> Result<String, BenchError> {
-    for f in config.functions.iter().chain(&config.concurrency_functions) {
+    let functions = config.all_functions();
+    for f in functions.iter().chain(std::iter::once(&config.load.function)) {
         if snapvisor_functions::info(f).is_none() || snapvisor_guest_images::get(f).is_none() {
             return Err(BenchError::UnknownFunction(f.clone()));
         }
     }
     std::fs::create_dir_all(&config.out).map_err(|e| BenchError::Write(config.out.clone(), e))?;
-    let file_strategies: Vec<Strategy> = config.strategies.iter().copied().filter(|s| !s.uses_pool()).collect();
-    let with_pass = config.strategies.contains(&Strategy::Pass);
-    let media: Vec<bool> = if config.cold { vec![false, true] } else { vec![false] };
-
-    let conc_runs: usize = config.concurrency.iter().sum::<usize>().max(1) * config.strategies.len();
-    let per_function = config.reps * (1 + file_strategies.len() * media.len() + usize::from(with_pass));
-    let total = (config.functions.len() * per_function + config.concurrency_functions.len() * conc_runs) as u64;
-    let progress = ProgressBar::new(total).with_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
+    let progress = ProgressBar::new(planned_ticks(config)).with_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}, ETA {eta}] {bar:30} {pos}/{len} {msg}")
             .expect("valid template"),
     );
+    progress.enable_steady_tick(Duration::from_millis(500));
+    interrupt::install();
+    let plain = !std::io::stderr().is_terminal();
+    let ctx = Ctx { hv, config, progress, plain };
+    let mut results = Results::default();
 
-    // Snapshots, and the pool with every snapshot imported once.
-    let mut functions: Vec<String> = config.functions.clone();
-    for f in &config.concurrency_functions {
-        if !functions.contains(f) {
-            functions.push(f.clone());
+    let fixtures =
+        fixture::build(hv, &config.data, &functions, config.mem_size, config.pool_medium, config.timeout, &|m| {
+            ctx.message(m)
+        })?;
+    let medium = format!("{} ({})", fixtures.medium(), fixtures.medium_dir.display());
+    let check = |e: Experiment| config.runs(e) && !functions.is_empty();
+    if check(Experiment::E2e) {
+        e2e::run(&ctx, &fixtures, &mut results.rows)?;
+    }
+    if check(Experiment::Concurrency) {
+        concurrency::run(&ctx, &fixtures, &mut results.rows, &mut results.levels)?;
+    }
+    if check(Experiment::Ablation) {
+        ablation::run(&ctx, &fixtures, &mut results.rows, &mut results.notes)?;
+    }
+    if check(Experiment::Restore) {
+        results.shells = Some(restore::run(&ctx, &fixtures, &config.restore_function, &mut results.rows)?);
+    }
+    if check(Experiment::Sensitivity) {
+        let mut skipped = Vec::new();
+        sensitivity::run(&ctx, &fixtures, &mut results.rows, &mut skipped)?;
+        if !skipped.is_empty() {
+            results.notes.push(format!(
+                "sensitivity: inputs larger than the guests' {} MiB not run: {}",
+                config.mem_size >> 20,
+                skipped.join(", ")
+            ));
         }
     }
-    let mut pool_guard = PoolGuard(None);
-    let mut pool: Option<Arc<Pool>> = None;
-    for function in &functions {
-        progress.set_message(format!("snapshot {function} (and record working sets)"));
-        take_snapshot(hv, config, function)?;
+    drop(fixtures);
+    if config.runs(Experiment::Load) {
+        ctx.message(&format!("load: the daemon serving {} under autocannon", config.load.function))?;
+        let load = load::run(&LoadConfig {
+            data: config.data.clone(),
+            out: config.out.clone(),
+            function: config.load.function.clone(),
+            strategies: load::DEFAULT_STRATEGIES.iter().map(|s| s.to_string()).collect(),
+            concurrency: config.load.clients.clone(),
+            requests: config.load.requests,
+            max_time: Duration::from_secs(120),
+            leak_invocations: config.load.leak_invocations,
+        })?;
+        ctx.tick_by(load.rows.len());
+        results.load = Some(load);
     }
-    if with_pass {
-        let root = config.data.bench_pool_root();
-        let _ = data::destroy_pool(&root); // a run that was killed may have left one
-                                           // Pool room: each snapshot's non-zero 2 MiB chunks plus one extent for its state
-                                           // and index. Copy-on-write room (hugetlbfs reserves it when a VM maps the pool):
-                                           // the largest snapshot once per VM that can run at the same time.
-        let mut data = Vec::new();
-        for f in &functions {
-            let snap =
-                snapvisor_vmm::snapshot::Snapshot::open(config.data.snapshot(f)).map_err(snapvisor_vmm::Error::from)?;
-            data.push(snap.data_chunk_bytes());
-        }
-        let size = data.iter().map(|d| d + EXTENT).sum::<u64>() + EXTENT;
-        let most = config.concurrency.iter().copied().max().unwrap_or(1).max(1) as u64;
-        let cow = data.iter().copied().max().unwrap_or(0) * most;
-        progress.set_message("pool init".to_string());
-        let p = data::init_pool(None, &root, size, cow, config.pool_medium)?;
-        pool_guard.0 = Some(root);
-        for function in &functions {
-            progress.set_message(format!("pool import {function}"));
-            p.import(&config.data.snapshot(function), function, &mut |_, _| {})?;
-        }
-        pool = Some(p);
-    }
-    let pool_medium = pool.as_ref().map(|p| p.medium());
+    ctx.progress.finish_and_clear();
 
-    let mut rows: Vec<Row> = Vec::new();
-    let mut conc_rows: Vec<ConcurrencyRow> = Vec::new();
-    for function in &config.functions {
-        let request = measured_input(function);
-        progress.set_message(format!("{function}: host computation"));
-        let expected =
-            crate::runner::digest_of(&snapvisor_functions::run_native(function, request).expect("built in")).map_err(
-                |source| BenchError::Run { function: function.clone(), what: "host computation".into(), source },
-            )?;
-        let err = |what: String| move |source| BenchError::Run { function: function.clone(), what, source };
-
-        // The configurations, measured interleaved (one run of each per round) so that
-        // drift on a shared machine does not favour whichever ran first.
-        let image = snapvisor_guest_images::get(function).expect("checked above");
-        let snapshot = snapvisor_vmm::snapshot::Snapshot::open(config.data.snapshot(function))
-            .map_err(snapvisor_vmm::Error::from)?;
-        let mut configs: Vec<Config> = Vec::new();
-        for &s in &file_strategies {
-            for &cold in &media {
-                configs.push(Config {
-                    strategy: s,
-                    source: SnapshotSource::Dir(config.data.snapshot(function)),
-                    medium: disk_medium(cold),
-                    cold,
-                });
-            }
-        }
-        if let Some(pool) = &pool {
-            configs.push(Config {
-                strategy: Strategy::Pass,
-                source: SnapshotSource::Pool { pool: pool.clone(), id: function.clone() },
-                medium: pool.medium().short(),
-                cold: false,
-            });
-        }
-        let strategies: Vec<_> = configs.iter().map(|c| make_strategy(c.strategy)).collect();
-        let snapstart_once =
-            |c: &Config, strat: &dyn snapvisor_vmm::restore::MemoryStrategy| -> Result<VmSample, BenchError> {
-                if c.strategy.uses_pool() {
-                    // The pool is memory: no page cache to prepare.
-                } else if c.cold {
-                    snapshot.evict_page_cache().map_err(snapvisor_vmm::Error::from)?;
-                } else {
-                    snapshot.warm_page_cache().map_err(snapvisor_vmm::Error::from)?;
-                }
-                let mut samples = snapstart(hv, &c.source, strat, request, 1, config.timeout)
-                    .map_err(err(format!("{} {}", c.strategy, c.medium)))?;
-                Ok(samples.remove(0))
-            };
-        // Warm-up: the warm VM serves its first request; every restore configuration runs once.
-        progress.set_message(format!("{function}: warm-up"));
-        let mut warm =
-            WarmVm::start(hv, image.elf, config.mem_size, request, config.timeout).map_err(err("warm".into()))?;
-        for (c, strat) in configs.iter().zip(&strategies) {
-            snapstart_once(c, strat.as_ref())?;
-        }
-        // Each SnapStart is paired with a warm invocation run just before it; each round
-        // starts at a different configuration.
-        let n = configs.len().max(1);
-        for rep in 0..config.reps {
-            progress.set_message(format!("{function}: round {}/{}", rep + 1, config.reps));
-            for k in 0..n {
-                let warm_sample = warm.invoke(request).map_err(err("warm".into()))?;
-                let warm_row = Row::new(function, "warm", "dram", 1, rep * n + k, &warm_sample, &expected);
-                let Some((c, strat)) = configs.get((rep + k) % n).zip(strategies.get((rep + k) % n)) else {
-                    rows.push(warm_row);
-                    continue;
-                };
-                let sample = snapstart_once(c, strat.as_ref())?;
-                let row = Row {
-                    paired_warm_ms: warm_row.total_ms,
-                    ..Row::new(function, c.strategy.name(), c.medium, 1, rep, &sample, &expected)
-                };
-                rows.push(warm_row);
-                rows.push(row);
-                progress.inc(1);
-            }
-            progress.inc(1);
-        }
-        drop(warm);
-    }
-
-    // Concurrency: N VMs of one snapshot at once (page cache warm for the file strategies).
-    for function in &config.concurrency_functions {
-        let request = measured_input(function);
-        let expected =
-            crate::runner::digest_of(&snapvisor_functions::run_native(function, request).expect("built in")).map_err(
-                |source| BenchError::Run { function: function.clone(), what: "host computation".into(), source },
-            )?;
-        for &s in &config.strategies {
-            let (source, medium) = match (&pool, s.uses_pool()) {
-                (Some(pool), true) => {
-                    (SnapshotSource::Pool { pool: pool.clone(), id: function.clone() }, pool.medium().short())
-                }
-                (None, true) => continue,
-                (_, false) => (SnapshotSource::Dir(config.data.snapshot(function)), disk_medium(false)),
-            };
-            let strat = make_strategy(s);
-            // Untimed warm-up, so that every strategy starts from the same page-cache state.
-            snapstart(hv, &source, strat.as_ref(), request, 1, config.timeout).map_err(|source| BenchError::Run {
-                function: function.clone(),
-                what: format!("{s} warm-up"),
-                source,
-            })?;
-            for &n in &config.concurrency {
-                progress.set_message(format!("{function}: {s} × {n}"));
-                if !s.uses_pool() {
-                    snapvisor_vmm::snapshot::Snapshot::open(config.data.snapshot(function))
-                        .and_then(|snap| snap.warm_page_cache())
-                        .map_err(snapvisor_vmm::Error::from)?;
-                }
-                let samples: Vec<VmSample> =
-                    snapstart(hv, &source, strat.as_ref(), request, n, config.timeout).map_err(|source| {
-                        BenchError::Run { function: function.clone(), what: format!("{s} concurrency {n}"), source }
-                    })?;
-                for sample in &samples {
-                    rows.push(Row {
-                        experiment: report::CONCURRENCY,
-                        ..Row::new(function, s.name(), medium, n, 0, sample, &expected)
-                    });
-                }
-                conc_rows.push(ConcurrencyRow::new(function, s.name(), medium, n, &samples));
-                progress.inc(n as u64);
-            }
-        }
-    }
-    progress.finish_and_clear();
-
-    let header = Header::collect(hv, config, pool_medium);
-    let summary = report::write_all(&config.out, &header, &rows, &conc_rows)
-        .map_err(|e| BenchError::Write(config.out.clone(), e))?;
-    plot::concurrency_svg(&config.out.join("concurrency.svg"), &conc_rows)
-        .map_err(|e| BenchError::Write(config.out.join("concurrency.svg"), e))?;
-    drop(pool);
-    drop(pool_guard);
-    let mismatches = rows.iter().filter(|r| !r.digest_ok).count();
+    let mut header = Header::collect(hv, config, &medium);
+    header.lines.push(("noise".into(), noise(&results.rows)));
+    write_all(&config.out, &header, &results)?;
+    let summary = summary::write(&header, &results);
+    let path = config.out.join("summary.md");
+    std::fs::write(&path, &summary).map_err(|e| BenchError::Write(path, e))?;
+    let mismatches = results.rows.iter().filter(|r| !r.digest_ok).count();
     if mismatches > 0 {
         return Err(BenchError::DigestMismatch(mismatches));
     }
     Ok(summary)
 }
 
-/// The request every measured run sends: input B.
-fn measured_input(function: &str) -> &'static [u8] {
-    snapvisor_functions::input(function, MEASURE_INPUT).expect("every function has input B")
-}
-
-fn take_snapshot(hv: &Hypervisor, config: &BenchConfig, function: &str) -> Result<(), BenchError> {
-    let dir = config.data.snapshot(function);
-    let image = snapvisor_guest_images::get(function).ok_or_else(|| BenchError::UnknownFunction(function.into()))?;
-    let wrap = |source: snapvisor_vmm::Error| BenchError::Run {
-        function: function.into(),
-        what: "snapshot".into(),
-        source: source.into(),
+/// The experiments' CSV files, and the figure.
+fn write_all(out: &Path, _header: &Header, results: &Results) -> Result<(), BenchError> {
+    let csv = |name: &str, rows: &[Row]| {
+        let path = out.join(name);
+        write_csv(&path, rows).map_err(|e| BenchError::Write(path, e))
     };
-    let (mut vm, _) = snapvisor_vmm::MicroVm::boot(hv, image.elf, config.mem_size).map_err(wrap)?;
-    vm.wait_ready(config.timeout).map_err(wrap)?;
-    vm.snapshot(hv, function, image.elf, &dir, true).map_err(wrap)?;
-    drop(vm);
-    // The prefetching strategies record their working sets once, with input A (measured with B).
-    if config.strategies.iter().any(|s| matches!(s, Strategy::Reap | Strategy::Faasnap)) {
-        let request = snapvisor_functions::input(function, RECORD_INPUT).expect("every function has input A");
-        let recorded = snapvisor_vmm::restore::record(hv, &dir, request, RECORD_INPUT, config.timeout).map_err(wrap)?;
-        for response in &recorded.responses {
-            crate::runner::digest_of(response).map_err(|source| BenchError::Run {
-                function: function.into(),
-                what: "record".into(),
-                source,
-            })?;
+    csv("results.csv", &results.rows)?;
+    for experiment in ["e2e", "sensitivity", "concurrency", "ablation", "restore"] {
+        let rows: Vec<Row> = results.rows.iter().filter(|r| r.experiment == experiment).cloned().collect();
+        if !rows.is_empty() {
+            csv(&format!("{experiment}.csv"), &rows)?;
         }
     }
+    if !results.levels.is_empty() {
+        let path = out.join("concurrency-levels.csv");
+        write_csv(&path, &results.levels).map_err(|e| BenchError::Write(path, e))?;
+        let path = out.join("concurrency.svg");
+        plot::concurrency_svg(&path, &results.levels).map_err(|e| BenchError::Write(path, e))?;
+    }
+    if let Some(shells) = &results.shells {
+        let path = out.join("shells.csv");
+        write_csv(&path, std::slice::from_ref(shells)).map_err(|e| BenchError::Write(path, e))?;
+    }
     Ok(())
+}
+
+/// The spread of the warm invocations (the same request on the same VM): how noisy the
+/// host was during the run.
+fn noise(rows: &[Row]) -> String {
+    let mut spreads: Vec<(String, f64)> = Vec::new();
+    let mut functions: Vec<&str> = rows.iter().filter(|r| r.config == "warm").map(|r| r.function.as_str()).collect();
+    functions.dedup();
+    functions.sort_unstable();
+    functions.dedup();
+    for f in functions {
+        let v: Vec<f64> = rows
+            .iter()
+            .filter(|r| r.config == "warm" && r.function == f && r.experiment == "e2e")
+            .map(|r| r.total_ms)
+            .collect();
+        if let Some(s) = report::stat(&v) {
+            if s.median > 0.0 {
+                spreads.push((f.to_string(), (s.max - s.min) / s.median));
+            }
+        }
+    }
+    if spreads.is_empty() {
+        return "no warm invocations to judge by".into();
+    }
+    let worst = spreads.iter().cloned().fold((String::new(), 0.0), |a, b| if b.1 > a.1 { b } else { a });
+    let mut all: Vec<f64> = spreads.iter().map(|s| s.1).collect();
+    all.sort_by(f64::total_cmp);
+    let median = all[all.len() / 2];
+    let verdict = if median > 0.25 { "NOISY: compare paired differences, not absolute times" } else { "quiet enough" };
+    format!(
+        "warm invocations (same request, same VM) spread (max − min) / median: median {:.0} % over functions, worst {:.0} % ({}) — {verdict}",
+        100.0 * median,
+        100.0 * worst.1,
+        worst.0
+    )
 }

@@ -8,7 +8,7 @@
 //! | state | how it is made | what it stands for |
 //! |---|---|---|
 //! | `written` | the memory file as its writer left it (a sparse copy written by the benchmark, never evicted) | a snapshot taken moments ago: lazy's best realistic case |
-//! | `reread` | evicted, then read through once | a snapshot read back after memory pressure |
+//! | `reread` | evicted, then its data read through once (holes hold no data: not read) | a snapshot read back after memory pressure |
 //! | `cold` | evicted (`posix_fadvise(DONTNEED)`), checked with `mincore` | SnapStart from disk |
 //!
 //! [`residency`] reports resident pages (`mincore`) and, where the process may read
@@ -159,19 +159,14 @@ pub fn evict(path: &Path) -> io::Result<Residency> {
     Ok(after)
 }
 
-/// Evicts `path`, then reads it through once.
+/// Evicts `path`, then reads its data through once (holes hold no data and are not read:
+/// the page cache a reader of the snapshot's data leaves, as `cat` of a sparse-aware tool
+/// or a previous run would).
 pub fn reread(path: &Path) -> io::Result<Residency> {
     evict(path)?;
     let file = File::open(path)?;
     let mut buf = vec![0u8; 4 << 20];
-    let mut at = 0;
-    loop {
-        let n = file.read_at(&mut buf, at)?;
-        if n == 0 {
-            break;
-        }
-        at += n as u64;
-    }
+    for_each_data_chunk(&file, &mut buf, |_, _| Ok(()))?;
     residency(path)
 }
 
@@ -179,27 +174,35 @@ pub fn reread(path: &Path) -> io::Result<Residency> {
 /// so that `to`'s page cache is as a writer leaves it; fsyncs it.
 pub fn sparse_copy(from: &Path, to: &Path) -> io::Result<()> {
     let src = File::open(from)?;
-    let len = src.metadata()?.len();
     let dst = std::fs::OpenOptions::new().write(true).create_new(true).open(to)?;
-    dst.set_len(len)?;
+    dst.set_len(src.metadata()?.len())?;
     let mut buf = vec![0u8; 4 << 20];
+    for_each_data_chunk(&src, &mut buf, |chunk, pos| dst.write_all_at(chunk, pos))?;
+    dst.sync_all()
+}
+
+/// Reads `file`'s data ranges (`SEEK_DATA`/`SEEK_HOLE`) in pieces of `buf`'s size, handing
+/// each piece and its offset to `each`.
+fn for_each_data_chunk(
+    file: &File,
+    buf: &mut [u8],
+    mut each: impl FnMut(&[u8], u64) -> io::Result<()>,
+) -> io::Result<()> {
+    let len = file.metadata()?.len();
     let mut at = 0;
     while at < len {
-        let data = match seek_data(&src, at)? {
-            Some(d) => d,
-            None => break,
-        };
-        let hole = seek_hole(&src, data)?.min(len);
+        let Some(data) = seek_data(file, at)? else { break };
+        let hole = seek_hole(file, data)?.min(len);
         let mut pos = data;
         while pos < hole {
             let n = buf.len().min((hole - pos) as usize);
-            src.read_exact_at(&mut buf[..n], pos)?;
-            dst.write_all_at(&buf[..n], pos)?;
+            file.read_exact_at(&mut buf[..n], pos)?;
+            each(&buf[..n], pos)?;
             pos += n as u64;
         }
         at = hole;
     }
-    dst.sync_all()
+    Ok(())
 }
 
 fn lseek(file: &File, at: u64, whence: libc::c_int) -> io::Result<Option<u64>> {

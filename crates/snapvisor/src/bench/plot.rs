@@ -1,35 +1,39 @@
-//! The concurrency figure (SVG): SnapStart latency and total guest memory against the
-//! number of VMs restored at once, one line per strategy, one row of panels per function.
+//! The concurrency figure (SVG): p50 SnapStart and the host's DRAM against the number of
+//! VMs restored at once, one line per configuration, one row of panels per function
+//! (levels that did not fit are left out).
 
-use super::report::ConcurrencyRow;
+use super::concurrency::Level;
 use plotters::prelude::*;
 use std::collections::BTreeSet;
 use std::path::Path;
 
-const COLORS: [RGBColor; 6] = [
+const COLORS: [RGBColor; 8] = [
     RGBColor(0x1f, 0x77, 0xb4),
     RGBColor(0xff, 0x7f, 0x0e),
     RGBColor(0x2c, 0xa0, 0x2c),
     RGBColor(0xd6, 0x27, 0x28),
     RGBColor(0x94, 0x67, 0xbd),
     RGBColor(0x8c, 0x56, 0x4b),
+    RGBColor(0xe3, 0x77, 0xc2),
+    RGBColor(0x7f, 0x7f, 0x7f),
 ];
 
 /// Writes the figure to `path` (nothing when there are no rows).
-pub fn concurrency_svg(path: &Path, rows: &[ConcurrencyRow]) -> std::io::Result<()> {
+pub fn concurrency_svg(path: &Path, levels: &[Level]) -> std::io::Result<()> {
+    let rows: Vec<&Level> = levels.iter().filter(|l| l.fits).collect();
     if rows.is_empty() {
         return Ok(());
     }
-    draw(path, rows).map_err(|e| std::io::Error::other(e.to_string()))
+    draw(path, &rows).map_err(|e| std::io::Error::other(e.to_string()))
 }
 
-fn draw(path: &Path, rows: &[ConcurrencyRow]) -> Result<(), Box<dyn std::error::Error>> {
+fn draw(path: &Path, rows: &[&Level]) -> Result<(), Box<dyn std::error::Error>> {
     let functions: Vec<String> = rows.iter().map(|r| r.function.clone()).collect::<BTreeSet<_>>().into_iter().collect();
     let strategies: Vec<String> = {
         let mut s: Vec<String> = Vec::new();
         for r in rows {
-            if !s.contains(&r.strategy) {
-                s.push(r.strategy.clone());
+            if !s.contains(&r.config) {
+                s.push(r.config.clone());
             }
         }
         s
@@ -40,20 +44,20 @@ fn draw(path: &Path, rows: &[ConcurrencyRow]) -> Result<(), Box<dyn std::error::
     let panels = root.split_evenly((functions.len(), 2));
     let max_n = rows.iter().map(|r| r.concurrency).max().unwrap_or(1) as u32;
     for (fi, function) in functions.iter().enumerate() {
-        let of = |s: &str| -> Vec<&ConcurrencyRow> {
-            let mut v: Vec<&ConcurrencyRow> =
-                rows.iter().filter(|r| &r.function == function && r.strategy == s).collect();
+        let of = |s: &str| -> Vec<&Level> {
+            let mut v: Vec<&Level> =
+                rows.iter().copied().filter(|r| &r.function == function && r.config == s).collect();
             v.sort_by_key(|r| r.concurrency);
             v
         };
         for (pi, (title, value, unit)) in [
-            ("SnapStart p50", (|r: &ConcurrencyRow| r.p50_ms) as fn(&ConcurrencyRow) -> f64, "ms"),
-            ("total guest memory", |r: &ConcurrencyRow| r.total_mib, "MiB"),
+            ("SnapStart p50", (|r: &Level| r.p50_ms) as fn(&Level) -> f64, "ms"),
+            ("host DRAM, all VMs alive", |r: &Level| r.host_dram_mib, "MiB"),
         ]
         .into_iter()
         .enumerate()
         {
-            let max_y = rows.iter().filter(|r| &r.function == function).map(value).fold(1.0, f64::max) * 1.1;
+            let max_y = rows.iter().filter(|r| &r.function == function).map(|r| value(r)).fold(1.0, f64::max) * 1.1;
             let mut chart = ChartBuilder::on(&panels[fi * 2 + pi])
                 .caption(format!("{function}: {title} ({unit})"), ("sans-serif", 18))
                 .margin(12)

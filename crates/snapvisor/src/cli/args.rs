@@ -265,31 +265,38 @@ pub enum PoolCommand {
 /// `snapvisor bench`.
 #[derive(Args)]
 pub struct BenchArgs {
-    /// Functions, comma-separated [default: all built-in].
+    /// The short variant (about 3 minutes): json and read-list with 256 MiB guests, one
+    /// round, concurrency 1 and 2, a short load run; every section still present.
+    #[arg(long)]
+    pub quick: bool,
+    /// Experiments, comma-separated [default: all].
+    #[arg(long, value_delimiter = ',', value_enum)]
+    pub experiments: Vec<crate::bench::Experiment>,
+    /// Functions of the end-to-end and sensitivity experiments, comma-separated [default: all built-in].
     #[arg(long, value_delimiter = ',')]
     pub functions: Vec<String>,
-    /// Strategies, comma-separated [default: lazy,uffd,reap,faasnap,cached,pass].
-    #[arg(long, value_delimiter = ',')]
-    pub strategies: Vec<String>,
-    /// Measured repetitions per configuration.
-    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
-    pub reps: u32,
-    /// Output directory for results.csv, concurrency.csv, summary.md, concurrency.svg.
+    /// Rounds of the end-to-end and ablation experiments (slow functions get half).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub reps: Option<u32>,
+    /// Rounds per input of the sensitivity experiment.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub sensitivity_reps: Option<u32>,
+    /// Output directory for summary.md, the CSV files and concurrency.svg.
     #[arg(long, default_value = "results")]
     pub out: PathBuf,
-    /// Concurrency levels, comma-separated (an empty value skips the experiment).
-    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8", value_parser = concurrency_level)]
+    /// Concurrency levels, comma-separated [default: 1,2,4,8,16,32].
+    #[arg(long, value_delimiter = ',', value_parser = concurrency_level)]
     pub concurrency: Vec<Option<usize>>,
-    /// Functions of the concurrency experiment.
-    #[arg(long, value_delimiter = ',', default_value = "recognition")]
+    /// Functions of the concurrency experiment [default: recognition,video,read-list].
+    #[arg(long, value_delimiter = ',')]
     pub concurrency_functions: Vec<String>,
-    /// Skip the evicted-page-cache runs.
-    #[arg(long)]
-    pub no_cold: bool,
-    /// Guest memory in MiB.
-    #[arg(long, default_value_t = crate::node::DEFAULT_MEM_MIB, value_parser = mem_mib)]
-    pub mem_mib: u64,
-    /// Emulated pool medium.
+    /// Functions of the ablation [default: recognition,json,read-list].
+    #[arg(long, value_delimiter = ',')]
+    pub ablation_functions: Vec<String>,
+    /// Guest memory in MiB [default: 1024; --quick: 256].
+    #[arg(long, value_parser = mem_mib)]
+    pub mem_mib: Option<u64>,
+    /// Emulated persistent-memory medium.
     #[arg(long, value_enum, default_value_t = MediumArg::Auto)]
     pub pool_medium: MediumArg,
     /// Per-run guest timeout.
@@ -407,14 +414,16 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_concurrency_list_skips_the_experiment() {
-        let Ok(Cli { command: Command::Bench(args), .. }) = parse(&["bench", "--concurrency", ""]) else {
-            panic!("`--concurrency ''` was refused");
-        };
-        assert!(args.concurrency.iter().all(Option::is_none));
+    fn empty_concurrency_items_are_skipped_and_experiments_are_named() {
         let Ok(Cli { command: Command::Bench(args), .. }) = parse(&["bench", "--concurrency", "1,,4"]) else {
             panic!("`1,,4` was refused");
         };
         assert_eq!(args.concurrency.into_iter().flatten().collect::<Vec<_>>(), vec![1, 4]);
+        let Ok(Cli { command: Command::Bench(args), .. }) = parse(&["bench", "--experiments", "e2e,load"]) else {
+            panic!("`--experiments e2e,load` was refused");
+        };
+        assert_eq!(args.experiments, [crate::bench::Experiment::E2e, crate::bench::Experiment::Load]);
+        assert!(parse(&["bench", "--experiments", "e2e,everything"]).is_err());
+        assert!(parse(&["bench", "--reps", "0"]).is_err());
     }
 }

@@ -2,9 +2,9 @@
 //! from one snapshot with one strategy, each serving one request — with their reports.
 
 use super::functions::{check_fits, Image, Input, Role};
+use super::report::{summarise, VmReport};
 use super::runner::{self, FreshRun, VmSample};
 use super::{Node, NodeError};
-use crate::bench::report::{ConcurrencyRow, Row};
 use serde::Serialize;
 use snapvisor_vmm::restore::{self, MemoryStrategy, SnapshotSource, Strategy};
 use snapvisor_vmm::snapshot::Snapshot;
@@ -101,7 +101,7 @@ pub struct InvokeReport {
     /// The first VM's response (all VMs answered the same).
     pub response: GuestResponse,
     /// One row per VM.
-    pub vms: Vec<Row>,
+    pub vms: Vec<VmReport>,
 }
 
 impl InvokeReport {
@@ -118,9 +118,8 @@ impl InvokeReport {
             return Err(NodeError::Inconsistent);
         }
         let n = samples.len();
-        let vms: Vec<Row> =
-            samples.iter().map(|s| Row::new(&function, strategy, &medium, n, 0, s, &expected)).collect();
-        let summary = ConcurrencyRow::new(&function, strategy, &medium, n, &samples);
+        let vms: Vec<VmReport> = samples.iter().map(VmReport::of).collect();
+        let (p50_ms, p99_ms, total_mib) = summarise(&samples);
         Ok(InvokeReport {
             function,
             input,
@@ -128,9 +127,9 @@ impl InvokeReport {
             strategy,
             medium,
             concurrency: n,
-            p50_ms: summary.p50_ms,
-            p99_ms: summary.p99_ms,
-            total_mib: summary.total_mib,
+            p50_ms,
+            p99_ms,
+            total_mib,
             boot_ms: None,
             response: GuestResponse(samples.into_iter().next().map(|s| s.response).unwrap_or_default()),
             vms,
@@ -180,7 +179,7 @@ impl Node {
                 if spec.cold {
                     snapshot.evict_page_cache()?;
                 }
-                let medium = crate::bench::disk_medium(spec.cold).to_string();
+                let medium = if spec.cold { "disk-cold" } else { "disk-warm" }.to_string();
                 (SnapshotSource::Dir(dir.clone()), snapshot.manifest().function.clone(), medium, snapshot.mem_size())
             }
         };
@@ -191,8 +190,8 @@ impl Node {
         let request = spec.input.resolve(&function, Role::Measure)?;
         check_fits(&function, &request, mem_size)?;
         let n = spec.concurrency.max(1);
-        let samples =
-            runner::snapstart(self.hypervisor()?, &source, strategy.as_ref(), &request.bytes, n, spec.timeout)?;
+        let run = runner::SnapStartRun::plain(n, spec.timeout);
+        let samples = runner::snapstart(self.hypervisor()?, &source, strategy.as_ref(), &request.bytes, &run)?;
         let mut report = InvokeReport::new(function, request.label, spec.strategy.name(), medium, samples)?;
         if let (SnapshotRef::Dir(dir), Strategy::Reap | Strategy::Faasnap) = (&spec.snapshot, spec.strategy) {
             report.recorded_with = snapvisor_vmm::snapshot::recording::Recording::read(dir).map(|r| r.input);

@@ -21,6 +21,7 @@ pub mod functions;
 pub mod images;
 pub mod invoke;
 pub mod pool;
+pub mod report;
 pub mod runner;
 pub mod snapshots;
 pub mod store;

@@ -4,7 +4,7 @@
 use serde::Serialize;
 use snapvisor_vmm::machine::BootTimes;
 use snapvisor_vmm::metrics::{MemoryUsage, ThreadFaults};
-use snapvisor_vmm::restore::{restore, MemoryStrategy, RestoreTimes, SnapshotSource};
+use snapvisor_vmm::restore::{restore, restore_into, MemoryStrategy, RestoreTimes, Shell, SnapshotSource};
 use snapvisor_vmm::vstate::stats::KvmCounters;
 use snapvisor_vmm::{Hypervisor, Invocation, MicroVm};
 use std::sync::Barrier;
@@ -185,31 +185,63 @@ impl VmSample {
     }
 }
 
-/// `concurrency` VMs restore `source` with `strategy` at the same moment, and each serves
-/// `request` once. All VMs stay alive until every one has answered and measured its memory
-/// (so shared pages are shared at measurement time); then they are torn down.
+/// How a SnapStart of several VMs runs.
+#[derive(Clone, Copy)]
+pub struct SnapStartRun<'a> {
+    /// VMs restored at the same moment.
+    pub concurrency: usize,
+    /// Longest one invocation may take.
+    pub timeout: Duration,
+    /// Restore into VM shells of this memory size, made before the clock starts (a node
+    /// keeps them ready); `None`: create each VM as part of its restore.
+    pub shells: Option<u64>,
+    /// Called once while every VM is alive, after all have answered (to read the host's
+    /// memory then).
+    pub while_alive: Option<&'a (dyn Fn() + Sync)>,
+}
+
+impl SnapStartRun<'_> {
+    /// `concurrency` VMs, created as part of their restore, nothing to call.
+    pub fn plain(concurrency: usize, timeout: Duration) -> Self {
+        SnapStartRun { concurrency, timeout, shells: None, while_alive: None }
+    }
+}
+
+/// `run.concurrency` VMs restore `source` with `strategy` at the same moment, and each
+/// serves `request` once. All VMs stay alive until every one has answered and measured its
+/// memory (so shared pages are shared at measurement time); then they are torn down.
 pub fn snapstart(
     hv: &Hypervisor,
     source: &SnapshotSource,
     strategy: &dyn MemoryStrategy,
     request: &[u8],
-    concurrency: usize,
-    timeout: Duration,
+    run: &SnapStartRun<'_>,
 ) -> Result<Vec<VmSample>, RunError> {
-    let concurrency = concurrency.max(1);
+    let concurrency = run.concurrency.max(1);
     let start = Barrier::new(concurrency);
+    let answered = Barrier::new(concurrency);
     let done = Barrier::new(concurrency);
     let one = |vm: usize| -> Result<VmSample, RunError> {
+        let shell = run.shells.map(|mem_size| Shell::create(hv, mem_size));
         start.wait();
-        // A panic must not skip the barrier below, or the other VMs would wait forever.
+        // A panic must not skip the barriers below, or the other VMs would wait forever.
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<_, RunError> {
-            let mut restored = restore(hv, source, strategy)?;
-            let inv = restored.invoke(request, timeout)?;
+            let mut restored = match shell {
+                Some(shell) => restore_into(shell?, source, strategy)?,
+                None => restore(hv, source, strategy)?,
+            };
+            let inv = restored.invoke(request, run.timeout)?;
             let sample = VmSample::measure(vm, &restored.vm, inv)?;
             Ok((restored, sample))
         }))
         .unwrap_or(Err(RunError::Panicked));
         // Every VM waits here, failed or not, so none is torn down before all are measured.
+        answered.wait();
+        if vm == 0 {
+            if let Some(while_alive) = run.while_alive {
+                while_alive();
+            }
+        }
         done.wait();
         let (restored, mut sample) = result?;
         sample.restore = restored.times;

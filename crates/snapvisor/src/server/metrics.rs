@@ -7,8 +7,8 @@
 //! error answers by kind; and, read when scraped, the queue depth, the VMs running, the
 //! warm VMs and the daemon's own resident memory and open files.
 
-use crate::bench::report::Row;
 use crate::node::invoke::{InvokeReport, RunReport};
+use crate::node::report::VmReport;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -138,8 +138,7 @@ impl Metrics {
         self.vms.get_or_create(&StrategyLabels { strategy: strategy.into() }).inc();
     }
 
-    fn row(&self, r: &Row) {
-        let s = r.strategy.as_str();
+    fn row(&self, s: &str, r: &VmReport) {
         let mut phases = vec![("invoke", r.invoke_ms), ("total", r.total_ms)];
         if s != "warm" {
             phases.extend([
@@ -165,7 +164,7 @@ impl Metrics {
     /// Records a SnapStart's or a warm invocation's VMs.
     pub fn invocation(&self, report: &InvokeReport) {
         for row in &report.vms {
-            self.row(row);
+            self.row(report.strategy, row);
         }
     }
 
