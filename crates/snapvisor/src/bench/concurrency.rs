@@ -2,7 +2,9 @@
 //! 4, 8, 16, 32 by default), each invoked once with input B, per configuration; p50 and p99
 //! SnapStart time, throughput (N over the time until the last VM answered), and the host's
 //! memory with every VM alive. A level the host cannot hold (e.g. `cached` with 32 guests of
-//! 1 GiB) is recorded as not fitting, with the figures that rule it out, and not run.
+//! 1 GiB) is recorded as not fitting, with the figures that rule it out, and not run. A level
+//! where a VM runs past the guest timeout is recorded as not finishing, and the
+//! configuration's higher levels as not run (they would only take longer).
 
 use super::e2e::{expected_digest, input};
 use super::fixture::Fixtures;
@@ -66,6 +68,8 @@ pub fn run(ctx: &Ctx<'_>, fx: &Fixtures, rows: &mut Vec<Row>, levels: &mut Vec<L
         for setup in &setups {
             ctx.message(&format!("concurrency: {function}: {} warm-up", setup.name))?;
             let one = snapstart_n(ctx.hv, function, f, setup, request, 1, ctx.config.timeout)?.host;
+            // The lowest level where a VM ran past the guest timeout.
+            let mut timed_out: Option<usize> = None;
             for &n in &ctx.config.concurrency {
                 let available = MemInfo::read().map(|m| m.available()).unwrap_or(0);
                 let need = needs(&one, n);
@@ -83,6 +87,14 @@ pub fn run(ctx: &Ctx<'_>, fx: &Fixtures, rows: &mut Vec<Row>, levels: &mut Vec<L
                     host_pmem_mib: 0.0,
                     note: String::new(),
                 };
+                if let Some(m) = timed_out {
+                    levels.push(Level {
+                        note: format!("not run: a VM ran past the guest timeout already at N = {m}"),
+                        ..level
+                    });
+                    ctx.tick_by(n);
+                    continue;
+                }
                 if need + margin > available {
                     levels.push(Level {
                         note: format!(
@@ -98,7 +110,24 @@ pub fn run(ctx: &Ctx<'_>, fx: &Fixtures, rows: &mut Vec<Row>, levels: &mut Vec<L
                     continue;
                 }
                 ctx.message(&format!("concurrency: {function}: {} × {n}", setup.name))?;
-                let m = snapstart_n(ctx.hv, function, f, setup, request, n, ctx.config.timeout)?;
+                let m = match snapstart_n(ctx.hv, function, f, setup, request, n, ctx.config.timeout) {
+                    Ok(m) => m,
+                    Err(BenchError::Run { source, .. }) if source.timeout().is_some() => {
+                        let limit = source.timeout().unwrap_or_default();
+                        levels.push(Level {
+                            note: format!(
+                                "did not finish: a VM ran past the {:.0} s guest timeout ({n} VMs on {} cores)",
+                                limit.as_secs_f64(),
+                                std::thread::available_parallelism().map_or(1, |c| c.get())
+                            ),
+                            ..level
+                        });
+                        timed_out = Some(n);
+                        ctx.tick_by(n);
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
                 let run_ctx = Context {
                     experiment: "concurrency",
                     function,

@@ -77,8 +77,10 @@ impl Experiment {
 /// What to run.
 #[derive(Clone, Debug)]
 pub struct BenchConfig {
-    /// Functions of the end-to-end and sensitivity experiments (built-in names).
+    /// Functions of the end-to-end experiment (built-in names).
     pub functions: Vec<String>,
+    /// Functions of the sensitivity experiment.
+    pub sensitivity_functions: Vec<String>,
     /// Functions of the concurrency experiment.
     pub concurrency_functions: Vec<String>,
     /// Functions of the ablation.
@@ -138,8 +140,11 @@ impl BenchConfig {
                 }
             }
         };
-        if self.runs(Experiment::E2e) || self.runs(Experiment::Sensitivity) {
+        if self.runs(Experiment::E2e) {
             add(&self.functions);
+        }
+        if self.runs(Experiment::Sensitivity) {
+            add(&self.sensitivity_functions);
         }
         if self.runs(Experiment::Concurrency) {
             add(&self.concurrency_functions);
@@ -271,7 +276,10 @@ fn planned_ticks(config: &BenchConfig) -> u64 {
         n += 2 * e2e_setups;
     }
     if config.runs(Experiment::Sensitivity) {
-        n += config.functions.len() * sensitivity::MEASURED.len() * config.sensitivity_reps * sensitivity::SETUPS.len();
+        n += config.sensitivity_functions.len()
+            * sensitivity::MEASURED.len()
+            * config.sensitivity_reps
+            * sensitivity::SETUPS.len();
     }
     if config.runs(Experiment::Load) {
         n += load::DEFAULT_STRATEGIES.len() * config.load.clients.len();

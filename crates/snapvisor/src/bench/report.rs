@@ -163,8 +163,14 @@ pub fn stat(values: &[f64]) -> Option<Stat> {
     if values.is_empty() {
         return None;
     }
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    // The conventional median: of an even count, the mean of the middle two (nearest-rank
+    // would report the faster of two rounds).
+    let median = if v.len() % 2 == 0 { (v[mid - 1] + v[mid]) / 2.0 } else { v[mid] };
     Some(Stat {
-        median: percentile(values, 50.0),
+        median,
         min: values.iter().copied().fold(f64::INFINITY, f64::min),
         max: values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
     })
@@ -172,7 +178,7 @@ pub fn stat(values: &[f64]) -> Option<Stat> {
 
 /// The median of `f` over `rows` (0 for none).
 pub fn median<'a>(rows: impl IntoIterator<Item = &'a Row>, f: impl Fn(&Row) -> f64) -> f64 {
-    percentile(&rows.into_iter().map(f).collect::<Vec<_>>(), 50.0)
+    stat(&rows.into_iter().map(f).collect::<Vec<_>>()).map_or(0.0, |s| s.median)
 }
 
 /// Milliseconds with the precision they deserve.

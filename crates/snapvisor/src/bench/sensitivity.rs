@@ -21,7 +21,7 @@ pub const SETUPS: [&str; 3] = ["reap warm", "faasnap warm", "pass"];
 /// have are skipped (and named in `skipped`).
 pub fn run(ctx: &Ctx<'_>, fx: &Fixtures, rows: &mut Vec<Row>, skipped: &mut Vec<String>) -> Result<(), BenchError> {
     let setups = setups::named(&fx.pool, &SETUPS);
-    for function in &ctx.config.functions {
+    for function in &ctx.config.sensitivity_functions {
         let f = fx.get(function);
         ctx.message(&format!("sensitivity: {function}: record with input {SIX_RECORD_INPUT}, import again"))?;
         record(ctx.hv, function, &f.disk, SIX_RECORD_INPUT, ctx.config.timeout)?;

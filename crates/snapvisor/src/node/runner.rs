@@ -35,6 +35,18 @@ pub enum RunError {
     },
 }
 
+impl RunError {
+    /// The guest timeout this failure comes down to, if that is what it was (a VM that ran
+    /// past it, directly or as one of several concurrent VMs).
+    pub fn timeout(&self) -> Option<Duration> {
+        match self {
+            RunError::Vmm(snapvisor_vmm::Error::Vcpu(snapvisor_vmm::vstate::vcpu::VcpuError::Timeout(t))) => Some(*t),
+            RunError::Concurrent { source, .. } => source.timeout(),
+            _ => None,
+        }
+    }
+}
+
 /// The `digest` of a function's JSON response; `Function` error if it answered an error.
 /// Responses that are not JSON objects (user images) have no digest.
 pub fn digest_of(response: &[u8]) -> Result<Option<String>, RunError> {
