@@ -4,7 +4,7 @@
 use super::measure::HostView;
 use super::pagecache::Residency;
 use super::BenchConfig;
-use crate::node::report::{percentile, VmReport};
+use crate::node::report::VmReport;
 use crate::node::runner::VmSample;
 use serde::Serialize;
 use snapvisor_vmm::Hypervisor;
