@@ -92,9 +92,13 @@ pub struct Summary {
     pub ok: u64,
     /// Requests answered otherwise, timed out, or failed.
     pub failed: u64,
-    /// Wall time of the run, s.
+    /// Wall time of the run, s, as autocannon reports it (in whole ticks of 1 s when it
+    /// runs a fixed number of requests).
     pub seconds: f64,
-    /// Requests per second.
+    /// Requests per second: `clients` connections each sending its next request as soon as
+    /// the last one is answered, so `clients` / mean latency (Little's law). Computed from
+    /// the latency because autocannon's duration, in whole seconds, would cap a run of
+    /// 40 requests at 40 per second.
     pub rps: f64,
     /// Median latency, ms (autocannon resolves whole milliseconds).
     pub p50_ms: f64,
@@ -115,6 +119,7 @@ struct Report {
 
 #[derive(Deserialize)]
 struct Latency {
+    average: f64,
     p50: f64,
     p99: f64,
 }
@@ -156,18 +161,18 @@ impl LoadGen {
             let stderr = String::from_utf8_lossy(&out.stderr).chars().take(2000).collect();
             return Err(LoadGenError::Failed { status: out.status, stderr });
         }
-        parse(&out.stdout)
+        parse(&out.stdout, clients)
     }
 }
 
-fn parse(json: &[u8]) -> Result<Summary, LoadGenError> {
+fn parse(json: &[u8], clients: u32) -> Result<Summary, LoadGenError> {
     let r: Report = serde_json::from_slice(json).map_err(LoadGenError::Output)?;
     let total = r.ok + r.non2xx;
     Ok(Summary {
         ok: r.ok,
         failed: r.non2xx + r.errors + r.timeouts,
         seconds: r.duration,
-        rps: if r.duration > 0.0 { total as f64 / r.duration } else { 0.0 },
+        rps: if total > 0 && r.latency.average > 0.0 { f64::from(clients) * 1e3 / r.latency.average } else { 0.0 },
         p50_ms: r.latency.p50,
         p99_ms: r.latency.p99,
     })
@@ -181,8 +186,9 @@ mod tests {
     fn the_json_report_is_read() {
         let json = br#"{"latency":{"average":5.8,"p50":4,"p99":49,"max":49},"requests":{"total":200},
             "duration":2.0,"errors":1,"timeouts":0,"non2xx":2,"2xx":198}"#;
-        let s = parse(json).unwrap();
+        let s = parse(json, 2).unwrap();
         assert_eq!((s.ok, s.failed), (198, 3));
-        assert!(s.p50_ms == 4.0 && s.p99_ms == 49.0 && s.rps == 100.0);
+        assert!(s.p50_ms == 4.0 && s.p99_ms == 49.0 && s.seconds == 2.0);
+        assert!((s.rps - 2e3 / 5.8).abs() < 1e-9, "two connections at 5.8 ms each: {}", s.rps);
     }
 }
