@@ -350,3 +350,27 @@ fn tcp_requires_the_bearer_token_which_is_never_logged() {
     daemon.api().get("/healthz").expect(200);
     assert!(!daemon.log().contains(token), "the token was logged");
 }
+
+#[test]
+fn an_idle_warm_vm_is_stopped_and_the_next_request_boots_a_new_one() {
+    if !kvm("an_idle_warm_vm_is_stopped_and_the_next_request_boots_a_new_one") {
+        return;
+    }
+    let tmp = Tmp::new(&std::env::temp_dir(), "api-idle");
+    let daemon = Daemon::start(&tmp.0, &["--warm-idle-secs", "1"]);
+    let api = daemon.api();
+    let warm = json!({ "function": "json", "strategy": "warm" });
+    let first = api.post("/invocations", warm.clone()).expect(200);
+    assert!(first["boot_ms"].as_f64().is_some_and(|ms| ms > 0.0), "{first}");
+    assert_eq!(api.get("/vms").expect(200).as_array().unwrap().len(), 1);
+    // Idle for its second, the VM stops on its own (its thread notices within the idle time).
+    let start = std::time::Instant::now();
+    while !api.get("/vms").expect(200).as_array().unwrap().is_empty() {
+        assert!(start.elapsed() < std::time::Duration::from_secs(15), "the idle warm VM was not stopped");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(api.get("/healthz").expect(200)["warm_vms"], 0);
+    let again = api.post("/invocations", warm).expect(200);
+    assert!(again["boot_ms"].as_f64().is_some_and(|ms| ms > 0.0), "a new warm VM is booted: {again}");
+    assert_eq!(again["vms"][0]["digest"], native_digest("json"));
+}

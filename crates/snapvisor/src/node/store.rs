@@ -9,7 +9,8 @@
 //! process is gone.
 
 use super::NodeError;
-use std::fs::{File, OpenOptions};
+use snapvisor_vmm::files::FileError;
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -39,23 +40,16 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> NodeError + '_ {
     move |source| NodeError::File { path: path.to_path_buf(), source }
 }
 
-/// Writes `bytes` to `dir/name` atomically: a hidden temporary file, fsync, rename over
-/// any old file, fsync of the directory. A crash leaves the old file or the new one.
+/// Writes `bytes` to `dir/name` atomically (the VMM's one atomic write: a hidden
+/// temporary file, fsync, rename over any old file, fsync of the directory). A crash
+/// leaves the old file or the new one.
 pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), NodeError> {
     std::fs::create_dir_all(dir).map_err(io_error(dir))?;
-    let tmp = dir.join(format!(".{name}.upload-{}", std::process::id()));
-    let target = dir.join(name);
-    let written = (|| {
-        let mut file = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, &target)?;
-        File::open(dir)?.sync_all()
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written.map_err(io_error(&target))
+    snapvisor_vmm::files::write_atomic(&dir.join(name), |file| file.write_all(bytes)).map_err(|e| match e {
+        // A failed write is the node's trouble (a full disk), not a bad request.
+        FileError::Io { path, source, .. } => NodeError::File { path, source },
+        other => NodeError::UserFile(other),
+    })
 }
 
 /// Removes `dir/name` (a file or a directory) atomically: renamed to a hidden name first,
