@@ -35,6 +35,8 @@ const ROW_COLUMNS: &[&str] = &[
     "prepared_mib",
     "private_mib",
     "shared_mib",
+    "kept_private_mib",
+    "trim_ms",
     "host_dram_mib",
     "host_anon_mib",
     "host_page_cache_mib",
@@ -126,8 +128,16 @@ fn quick_bench_writes_every_section_csv_and_column() {
 
     // Per experiment: its CSV, every configuration of e2e for every quick function.
     let mut seen = BTreeSet::new();
-    for r in rows(&out_dir, "e2e.csv", ROW_COLUMNS) {
+    let e2e = rows(&out_dir, "e2e.csv", ROW_COLUMNS);
+    for r in &e2e {
         seen.insert((r[1].to_string(), r[2].to_string()));
+    }
+    // A pass VM's trim after the response keeps no more than it had at the response.
+    let col = |name: &str| ROW_COLUMNS.iter().position(|c| *c == name).unwrap();
+    let (private, kept) = (col("private_mib"), col("kept_private_mib"));
+    for r in e2e.iter().filter(|r| &r[1] == "json" && &r[2] == "pass") {
+        let (p, k): (f64, f64) = (r[private].parse().unwrap(), r[kept].parse().unwrap());
+        assert!(k > 0.0 && k <= p, "json pass: kept {k} MiB of {p} MiB private");
     }
     for function in ["json", "read-list"] {
         for config in E2E_CONFIGS {

@@ -29,7 +29,8 @@ fn the_openapi_file_is_valid_openapi_3_and_the_checks_bite() {
             .collect(),
         body: body.to_string().into(),
     };
-    let healthy = r#"{"status":"ok","version":"0","vms_running":0,"max_vms":1,"queue_depth":0,"warm_vms":0}"#;
+    let healthy =
+        r#"{"status":"ok","version":"0","vms_running":0,"max_vms":1,"queue_depth":0,"warm_vms":0,"ready_shells":0}"#;
     spec.check_response("GET", "/healthz", &answer(200, healthy));
     spec.check_response(
         "GET",
@@ -373,4 +374,42 @@ fn an_idle_warm_vm_is_stopped_and_the_next_request_boots_a_new_one() {
     let again = api.post("/invocations", warm).expect(200);
     assert!(again["boot_ms"].as_f64().is_some_and(|ms| ms > 0.0), "a new warm VM is booted: {again}");
     assert_eq!(again["vms"][0]["digest"], native_digest("json"));
+}
+
+#[test]
+fn snapstarts_restore_into_the_vm_shells_the_daemon_keeps_ready() {
+    if !kvm("snapstarts_restore_into_the_vm_shells_the_daemon_keeps_ready") {
+        return;
+    }
+    let tmp = Tmp::new(&std::env::temp_dir(), "api-shells");
+    let daemon = Daemon::start(&tmp.0, &["--shells", "1"]);
+    let api = daemon.api();
+    let expected = native_digest("json");
+    let wait_for_a_shell = || {
+        let start = std::time::Instant::now();
+        while api.get("/healthz").expect(200)["ready_shells"] != 1 {
+            assert!(start.elapsed() < std::time::Duration::from_secs(15), "no shell was made");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    api.post("/snapshots", json!({ "function": "json" })).expect(201);
+    assert_eq!(api.get("/healthz").expect(200)["ready_shells"], 0);
+    // The first SnapStart of a memory size finds no shell; the daemon then makes one.
+    let lazy = json!({ "function": "json", "strategy": "lazy" });
+    let first = api.post("/invocations", lazy.clone()).expect(200);
+    assert_eq!((first["vms"][0]["in_shell"].as_bool(), &first["vms"][0]["digest"]), (Some(false), &json!(expected)));
+    wait_for_a_shell();
+    let second = api.post("/invocations", lazy).expect(200);
+    assert_eq!((second["vms"][0]["in_shell"].as_bool(), &second["vms"][0]["digest"]), (Some(true), &json!(expected)));
+    // Two VMs, one shell: one VM gets it, the other is created in its restore.
+    wait_for_a_shell();
+    let two = api.post("/invocations", json!({ "function": "json", "strategy": "lazy", "concurrency": 2 })).expect(200);
+    let mut in_shell: Vec<bool> =
+        two["vms"].as_array().unwrap().iter().map(|v| v["in_shell"].as_bool().unwrap()).collect();
+    in_shell.sort();
+    assert_eq!(in_shell, [false, true], "{two}");
+    assert!(two["vms"].as_array().unwrap().iter().all(|v| v["digest"] == expected));
+    wait_for_a_shell();
+    let metrics = String::from_utf8(api.get("/metrics").response.body.to_vec()).unwrap();
+    assert!(metrics.lines().any(|l| l == "snapvisor_ready_shells 1"), "{metrics}");
 }

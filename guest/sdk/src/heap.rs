@@ -1,9 +1,13 @@
-//! The heap: talc over the range the boot info describes, claimed 2 MiB at a time.
+//! The heap: talc over the range the boot info describes, claimed 64 KiB at a time.
 //!
 //! Growing the heap on demand (instead of claiming all of it at boot) keeps the
 //! allocator's boundary tags next to the memory in use: untouched heap stays all-zero, so
 //! snapshots store it as holes and a restored guest never writes to (and copies) a page
-//! far away from its data.
+//! far away from its data. The step is small so that the tag at the heap's end lands in
+//! the 2 MiB chunk the data reached, not in the next one: a restore that maps fresh memory
+//! with 2 MiB pages (`pass`) would otherwise spend a whole huge page on that one tag
+//! (measured: 2 MiB more private memory for chameleon, image and recognition with 2 MiB
+//! steps). Growing costs one `extend` per 64 KiB, a few hundred nanoseconds.
 
 use core::alloc::Layout;
 use core::ptr::NonNull;
@@ -11,8 +15,8 @@ use talc::base::binning::Binning;
 use talc::base::Talc;
 use talc::source::Source;
 
-/// Heap growth step: one large page.
-const STEP: usize = 2 << 20;
+/// Heap growth step.
+const STEP: usize = 64 << 10;
 
 /// A talc [`Source`] that claims `base..limit` in [`STEP`]-sized pieces as allocations need them.
 #[derive(Debug)]
@@ -39,7 +43,7 @@ impl GrowingHeap {
         GrowingHeap { base, limit, end: None }
     }
 
-    /// One past the memory claimed so far (a 2 MiB boundary, or the limit), or the base
+    /// One past the memory claimed so far (a multiple of the step, or the limit), or the base
     /// when nothing is claimed yet.
     pub fn claimed_end(&self) -> usize {
         self.end.map_or(self.base as usize, |e| e.as_ptr() as usize)

@@ -8,7 +8,7 @@
 
 use super::e2e::{expected_digest, input};
 use super::fixture::Fixtures;
-use super::measure::{snapstart_n, HostView};
+use super::measure::{snapstart_n, HostView, Vms};
 use super::memory::MemInfo;
 use super::report::{Context, Row};
 use super::setups;
@@ -67,7 +67,7 @@ pub fn run(ctx: &Ctx<'_>, fx: &Fixtures, rows: &mut Vec<Row>, levels: &mut Vec<L
         let expected = expected_digest(function, request)?;
         for setup in &setups {
             ctx.message(&format!("concurrency: {function}: {} warm-up", setup.name))?;
-            let one = snapstart_n(ctx.hv, function, f, setup, request, 1, ctx.config.timeout)?.host;
+            let one = snapstart_n(ctx.hv, function, f, setup, request, Vms::new(1, ctx.config.timeout))?.host;
             // The lowest level where a VM ran past the guest timeout.
             let mut timed_out: Option<usize> = None;
             for &n in &ctx.config.concurrency {
@@ -110,7 +110,7 @@ pub fn run(ctx: &Ctx<'_>, fx: &Fixtures, rows: &mut Vec<Row>, levels: &mut Vec<L
                     continue;
                 }
                 ctx.message(&format!("concurrency: {function}: {} × {n}", setup.name))?;
-                let m = match snapstart_n(ctx.hv, function, f, setup, request, n, ctx.config.timeout) {
+                let m = match snapstart_n(ctx.hv, function, f, setup, request, Vms::new(n, ctx.config.timeout)) {
                     Ok(m) => m,
                     Err(BenchError::Run { source, .. }) if source.timeout().is_some() => {
                         let limit = source.timeout().unwrap_or_default();

@@ -1,11 +1,12 @@
 //! Experiment 1, end to end: every function × every configuration ([`super::setups`]),
 //! input B measured against working sets recorded with input A. Each SnapStart runs right
 //! after a warm invocation of the same input on a warm VM, the pair a moment apart, so that
-//! the slow periods of a shared host cancel out of their difference (the paging overhead).
+//! the slow periods of a shared host cancel out of their difference (the overhead; see [`super::groups::Groups::paging`]
+//! for the part of it that is paging).
 //! The loop is shared with the input-sensitivity experiment.
 
 use super::fixture::Fixtures;
-use super::measure::snapstart_n;
+use super::measure::{snapstart_n, Vms};
 use super::report::{Context, Row};
 use super::setups::{self, Setup};
 use super::{BenchError, Ctx};
@@ -67,7 +68,7 @@ pub fn run_paired(
         move |source| BenchError::Run { function: p.function.into(), what, source }
     };
     for setup in p.setups {
-        snapstart_n(ctx.hv, p.function, f, setup, request, 1, ctx.config.timeout)?;
+        snapstart_n(ctx.hv, p.function, f, setup, request, Vms::one_trimmed(ctx.config.timeout))?;
     }
     let n = p.setups.len();
     for rep in 0..p.rounds {
@@ -87,7 +88,7 @@ pub fn run_paired(
                 rep,
             };
             rows.push(Row::new(&warm_ctx, 1, &warm_sample, &Default::default(), &Default::default(), &expected));
-            let m = snapstart_n(ctx.hv, p.function, f, setup, request, 1, ctx.config.timeout)?;
+            let m = snapstart_n(ctx.hv, p.function, f, setup, request, Vms::one_trimmed(ctx.config.timeout))?;
             let run_ctx = Context {
                 config: &setup.name,
                 paper: setup.paper,

@@ -44,16 +44,40 @@ pub struct Measurement {
     pub residency: Residency,
 }
 
-/// Restores `n` VMs of `function` with `setup` at once and invokes each with `request`.
+/// How many VMs a run restores at once, and what each may take.
+#[derive(Clone, Copy, Debug)]
+pub struct Vms {
+    /// VMs restored at once.
+    pub n: usize,
+    /// Guest timeout per invocation.
+    pub timeout: Duration,
+    /// Whether each VM trims its fresh huge pages after its response, once the host's
+    /// memory was read (see [`SnapStartRun::trim`]).
+    pub trim: bool,
+}
+
+impl Vms {
+    /// `n` VMs, untrimmed.
+    pub fn new(n: usize, timeout: Duration) -> Self {
+        Vms { n, timeout, trim: false }
+    }
+
+    /// One VM that trims after its response.
+    pub fn one_trimmed(timeout: Duration) -> Self {
+        Vms { n: 1, timeout, trim: true }
+    }
+}
+
+/// Restores `vms.n` VMs of `function` with `setup` at once and invokes each with `request`.
 pub fn snapstart_n(
     hv: &Hypervisor,
     function: &str,
     fx: &FunctionFixture,
     setup: &Setup,
     request: &[u8],
-    n: usize,
-    timeout: Duration,
+    vms: Vms,
 ) -> Result<Measurement, BenchError> {
+    let Vms { n, timeout, trim } = vms;
     let residency = setup.prepare(fx)?;
     let source = setup.source(function, fx);
     let files = setup.files(fx);
@@ -66,8 +90,14 @@ pub fn snapstart_n(
         }
     };
     let mem_size = fx.mem_size;
-    let run =
-        SnapStartRun { concurrency: n, timeout, shells: setup.shells.then_some(mem_size), while_alive: Some(&read) };
+    let run = SnapStartRun {
+        concurrency: n,
+        timeout,
+        shells: setup.shells.then_some(mem_size),
+        ready: None,
+        while_alive: Some(&read),
+        trim,
+    };
     let samples = snapstart(hv, &source, setup.memory.as_ref(), request, &run).map_err(|source| BenchError::Run {
         function: function.into(),
         what: setup.name.clone(),

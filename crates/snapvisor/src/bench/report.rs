@@ -64,6 +64,11 @@ pub struct Row {
     pub private_mib: f64,
     /// Shared guest memory (pagemap), MiB.
     pub shared_mib: f64,
+    /// Private guest memory after the VM trimmed its fresh huge pages (pagemap), MiB; the
+    /// same as `private_mib` where no trim ran.
+    pub kept_private_mib: f64,
+    /// Time the trim took, ms (0 where none ran).
+    pub trim_ms: f64,
     /// Host DRAM of the whole run (all its VMs), MiB.
     pub host_dram_mib: f64,
     /// Of which anonymous.
@@ -135,6 +140,8 @@ impl Row {
             prepared_mib: v.prepared_mib,
             private_mib: v.private_mib,
             shared_mib: v.shared_mib,
+            kept_private_mib: s.kept.map_or(v.private_mib, |(_, kept)| snapvisor_vmm::metrics::mib(kept)),
+            trim_ms: s.kept.map_or(0.0, |(t, _)| crate::node::runner::ms(t.duration)),
             host_dram_mib: host.dram_mib,
             host_anon_mib: host.anon_mib,
             host_page_cache_mib: host.page_cache_mib,
@@ -168,7 +175,7 @@ pub fn stat(values: &[f64]) -> Option<Stat> {
     let mid = v.len() / 2;
     // The conventional median: of an even count, the mean of the middle two (nearest-rank
     // would report the faster of two rounds).
-    let median = if v.len() % 2 == 0 { (v[mid - 1] + v[mid]) / 2.0 } else { v[mid] };
+    let median = if v.len().is_multiple_of(2) { (v[mid - 1] + v[mid]) / 2.0 } else { v[mid] };
     Some(Stat {
         median,
         min: values.iter().copied().fold(f64::INFINITY, f64::min),

@@ -4,7 +4,7 @@
 
 use super::e2e::{expected_digest, input};
 use super::fixture::Fixtures;
-use super::measure::snapstart_n;
+use super::measure::{snapstart_n, Vms};
 use super::memory::MemInfo;
 use super::report::{Context, Row};
 use super::setups::{self, Setup};
@@ -13,6 +13,10 @@ use serde::Serialize;
 use snapvisor_functions::catalog::{MEASURE_INPUT, RECORD_INPUT};
 use snapvisor_vmm::restore::Shell;
 use std::time::Instant;
+
+/// Restores per configuration and `--reps`: a restore is cheap next to the end-to-end
+/// runs, and its sub-millisecond phases need more samples than one noisy host gives in two.
+const RUNS_PER_REP: usize = 4;
 
 /// What idle VM shells cost.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -62,9 +66,9 @@ pub fn run(ctx: &Ctx<'_>, fx: &Fixtures, function: &str, rows: &mut Vec<Row>) ->
     for setup in plain.iter().chain(&shelled) {
         let mode = if setup.shells { "shell" } else { "fresh" };
         ctx.message(&format!("restore phases: {function}: {} ({mode})", setup.name))?;
-        snapstart_n(ctx.hv, function, f, setup, request, 1, ctx.config.timeout)?; // warm-up
-        for rep in 0..ctx.config.reps {
-            let m = snapstart_n(ctx.hv, function, f, setup, request, 1, ctx.config.timeout)?;
+        snapstart_n(ctx.hv, function, f, setup, request, Vms::new(1, ctx.config.timeout))?; // warm-up
+        for rep in 0..ctx.config.reps * RUNS_PER_REP {
+            let m = snapstart_n(ctx.hv, function, f, setup, request, Vms::new(1, ctx.config.timeout))?;
             let run_ctx = Context {
                 experiment: "restore",
                 function,

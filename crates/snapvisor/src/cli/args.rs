@@ -341,6 +341,10 @@ pub struct ServeArgs {
     /// Pool for `pass` invocations and imports [default: DATA_DIR/pool/mnt/snapvisor.pool].
     #[arg(long)]
     pub pool: Option<PathBuf>,
+    /// VM shells (KVM VM, vCPU, memory slot) kept ready per guest memory size, so that a
+    /// SnapStart only maps memory and loads state (0: create each VM in its restore).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=64))]
+    pub shells: u32,
     /// Log JSON lines instead of text.
     #[arg(long)]
     pub log_json: bool,

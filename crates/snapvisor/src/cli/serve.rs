@@ -25,5 +25,5 @@ pub(super) fn serve(args: ServeArgs, node: &Node, socket: Option<PathBuf>) -> Re
         pool: args.pool,
     };
     // The daemon owns its node (shared by its threads); this one has opened nothing yet.
-    Ok(server::serve(Node::new(node.data().clone()), config)?)
+    Ok(server::serve(Node::new(node.data().clone()).with_shells(args.shells as usize), config)?)
 }

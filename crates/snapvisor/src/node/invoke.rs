@@ -9,6 +9,7 @@ use serde::Serialize;
 use snapvisor_vmm::restore::{self, MemoryStrategy, SnapshotSource, Strategy};
 use snapvisor_vmm::snapshot::Snapshot;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Where a SnapStart's snapshot is.
@@ -190,8 +191,14 @@ impl Node {
         let request = spec.input.resolve(&function, Role::Measure)?;
         check_fits(&function, &request, mem_size)?;
         let n = spec.concurrency.max(1);
-        let run = runner::SnapStartRun::plain(n, spec.timeout);
-        let samples = runner::snapstart(self.hypervisor()?, &source, strategy.as_ref(), &request.bytes, &run)?;
+        let hv = self.shared_hypervisor()?;
+        let ready = self.shells.as_ref().map(|stock| Mutex::new(stock.take(mem_size, n)));
+        let run = runner::SnapStartRun { ready: ready.as_ref(), ..runner::SnapStartRun::plain(n, spec.timeout) };
+        let samples = runner::snapstart(hv, &source, strategy.as_ref(), &request.bytes, &run);
+        if let Some(stock) = &self.shells {
+            stock.refill(Arc::clone(hv), mem_size);
+        }
+        let samples = samples?;
         let mut report = InvokeReport::new(function, request.label, spec.strategy.name(), medium, samples)?;
         if let (SnapshotRef::Dir(dir), Strategy::Reap | Strategy::Faasnap) = (&spec.snapshot, spec.strategy) {
             report.recorded_with = snapvisor_vmm::snapshot::recording::Recording::read(dir).map(|r| r.input);

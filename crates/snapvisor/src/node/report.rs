@@ -38,6 +38,8 @@ pub struct VmReport {
     pub private_mib: f64,
     /// Shared (file or pool) guest memory after the response.
     pub shared_mib: f64,
+    /// Whether the VM was restored into a VM shell made ahead (then `vm_create_ms` is ~0).
+    pub in_shell: bool,
     /// Digest of the response.
     pub digest: String,
 }
@@ -61,6 +63,7 @@ impl VmReport {
             rss_mib: mib(s.memory.private_bytes + s.memory.shared_bytes),
             private_mib: mib(s.memory.private_bytes),
             shared_mib: mib(s.memory.shared_bytes),
+            in_shell: s.in_shell,
             digest: s.digest.clone().unwrap_or_default(),
         }
     }

@@ -4,10 +4,10 @@
 use serde::Serialize;
 use snapvisor_vmm::machine::BootTimes;
 use snapvisor_vmm::metrics::{MemoryUsage, ThreadFaults};
-use snapvisor_vmm::restore::{restore, restore_into, MemoryStrategy, RestoreTimes, Shell, SnapshotSource};
+use snapvisor_vmm::restore::{restore, restore_into, MemoryStrategy, RestoreTimes, Shell, SnapshotSource, Trimmed};
 use snapvisor_vmm::vstate::stats::KvmCounters;
 use snapvisor_vmm::{Hypervisor, Invocation, MicroVm};
-use std::sync::Barrier;
+use std::sync::{Barrier, Mutex};
 use std::time::Duration;
 
 /// Errors of the runner: the VMM's, or a function that answered with an error.
@@ -168,6 +168,10 @@ pub struct VmSample {
     pub prepared_bytes: u64,
     /// Guest memory resident after the response.
     pub memory: MemoryUsage,
+    /// With [`SnapStartRun::trim`]: what the trim gave back, and the private bytes kept.
+    pub kept: Option<(Trimmed, u64)>,
+    /// Whether the VM was restored into a shell made ahead.
+    pub in_shell: bool,
 }
 
 impl VmSample {
@@ -188,6 +192,8 @@ impl VmSample {
             uffd_faults: 0,
             prepared_bytes: 0,
             memory,
+            kept: None,
+            in_shell: false,
         })
     }
 
@@ -207,15 +213,23 @@ pub struct SnapStartRun<'a> {
     /// Restore into VM shells of this memory size, made before the clock starts (a node
     /// keeps them ready); `None`: create each VM as part of its restore.
     pub shells: Option<u64>,
+    /// Shells made earlier (the daemon's stock): each VM takes one while there are any,
+    /// the others are created as part of their restore.
+    pub ready: Option<&'a Mutex<Vec<Shell>>>,
     /// Called once while every VM is alive, after all have answered (to read the host's
     /// memory then).
     pub while_alive: Option<&'a (dyn Fn() + Sync)>,
+    /// After every VM has answered and the host's memory has been read, each VM gives back
+    /// the untouched parts of its fresh huge pages
+    /// ([`RestoredVm::trim`](snapvisor_vmm::restore::RestoredVm::trim), `pass` only) and
+    /// measures its private memory again, as a VM kept for its next request would.
+    pub trim: bool,
 }
 
 impl SnapStartRun<'_> {
     /// `concurrency` VMs, created as part of their restore, nothing to call.
     pub fn plain(concurrency: usize, timeout: Duration) -> Self {
-        SnapStartRun { concurrency, timeout, shells: None, while_alive: None }
+        SnapStartRun { concurrency, timeout, shells: None, ready: None, while_alive: None, trim: false }
     }
 }
 
@@ -234,7 +248,9 @@ pub fn snapstart(
     let answered = Barrier::new(concurrency);
     let done = Barrier::new(concurrency);
     let one = |vm: usize| -> Result<VmSample, RunError> {
-        let shell = run.shells.map(|mem_size| Shell::create(hv, mem_size));
+        let ready = run.ready.and_then(|r| r.lock().unwrap_or_else(|p| p.into_inner()).pop()).map(Ok);
+        let shell = ready.or_else(|| run.shells.map(|mem_size| Shell::create(hv, mem_size)));
+        let in_shell = shell.is_some();
         start.wait();
         // A panic must not skip the barriers below, or the other VMs would wait forever.
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<_, RunError> {
@@ -255,7 +271,14 @@ pub fn snapstart(
             }
         }
         done.wait();
-        let (restored, mut sample) = result?;
+        let (mut restored, mut sample) = result?;
+        sample.in_shell = in_shell;
+        if run.trim && !restored.trim.is_empty() {
+            let trimmed = restored.trim()?;
+            let mem = restored.vm.memory()?;
+            let kept = MemoryUsage::scan(mem.mapping().as_ptr(), mem.mapping().len()).unwrap_or_default();
+            sample.kept = Some((trimmed, kept.private_bytes));
+        }
         sample.restore = restored.times;
         sample.uffd_faults = restored.pager_report().faults;
         sample.prepared_bytes = restored.prepared_bytes;

@@ -52,6 +52,8 @@ pub struct Live {
     pub vms_running: usize,
     /// Warm VMs kept.
     pub warm_vms: usize,
+    /// VM shells ready for SnapStarts.
+    pub ready_shells: usize,
 }
 
 /// The daemon's metrics.
@@ -65,6 +67,7 @@ pub struct Metrics {
     queue_depth: Gauge,
     vms_running: Gauge,
     warm_vms: Gauge,
+    ready_shells: Gauge,
     resident: Gauge,
     open_files: Gauge,
 }
@@ -96,6 +99,7 @@ impl Metrics {
             queue_depth: Gauge::default(),
             vms_running: Gauge::default(),
             warm_vms: Gauge::default(),
+            ready_shells: Gauge::default(),
             resident: Gauge::default(),
             open_files: Gauge::default(),
             registry: Registry::default(),
@@ -120,6 +124,7 @@ impl Metrics {
         registry.register("queue_depth", "Requests waiting for VM slots", m.queue_depth.clone());
         registry.register("vms_running", "VM slots in use", m.vms_running.clone());
         registry.register("warm_vms", "Warm VMs kept alive", m.warm_vms.clone());
+        registry.register("ready_shells", "VM shells made ahead for SnapStarts", m.ready_shells.clone());
         registry.register("resident_memory_bytes", "Resident memory of the daemon process", m.resident.clone());
         registry.register("open_fds", "Open file descriptors of the daemon process", m.open_files.clone());
         Metrics { registry, ..m }
@@ -191,6 +196,7 @@ impl Metrics {
         gauge(&self.queue_depth, live.queue_depth);
         gauge(&self.vms_running, live.vms_running);
         gauge(&self.warm_vms, live.warm_vms);
+        gauge(&self.ready_shells, live.ready_shells);
         let process = ProcessFigures::now();
         gauge(&self.resident, process.resident_bytes as usize);
         gauge(&self.open_files, process.open_fds);
@@ -236,7 +242,7 @@ mod tests {
     fn the_exposition_has_every_family_and_the_process_figures() {
         let metrics = Metrics::new();
         metrics.error("guest");
-        let text = metrics.render(&Live { queue_depth: 3, vms_running: 1, warm_vms: 0 });
+        let text = metrics.render(&Live { queue_depth: 3, vms_running: 1, warm_vms: 0, ready_shells: 2 });
         for needle in [
             "snapvisor_errors_total{kind=\"guest\"} 1",
             "snapvisor_queue_depth 3",

@@ -45,7 +45,13 @@ impl MemoryStrategy for Cached {
         let bytes = unsafe { std::slice::from_raw_parts_mut(mapping.as_ptr(), size) };
         snapshot.memory_file().read_exact_at(bytes, 0).map_err(mem_err("reading the memory image"))?;
         let memory = GuestMemory::new(mapping).map_err(mem_err("creating the guest memory view"))?;
-        Ok(RestoredMemory { memory, pager: None, prepared_bytes: size as u64, keep_alive: None })
+        Ok(RestoredMemory {
+            memory,
+            pager: None,
+            prepared_bytes: size as u64,
+            keep_alive: None,
+            trim: Default::default(),
+        })
     }
 }
 

@@ -71,7 +71,13 @@ impl MemoryStrategy for Faasnap {
         let prefetcher = Prefetcher::start(file, ws.data_offset(), at, ws.data_check())
             .map_err(mem_err("starting background paging"))?;
         let memory = GuestMemory::new(mapping).map_err(mem_err("creating the guest memory view"))?;
-        Ok(RestoredMemory { memory, pager: Some(Box::new(prefetcher)), prepared_bytes: 0, keep_alive: None })
+        Ok(RestoredMemory {
+            memory,
+            pager: Some(Box::new(prefetcher)),
+            prepared_bytes: 0,
+            keep_alive: None,
+            trim: Default::default(),
+        })
     }
 }
 

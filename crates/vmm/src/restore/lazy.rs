@@ -24,6 +24,6 @@ impl MemoryStrategy for Lazy {
             .map_file(0, size, snapshot.memory_file().as_fd(), 0, false)
             .map_err(mem_err("mapping the memory file privately"))?;
         let memory = GuestMemory::new(mapping).map_err(mem_err("creating the guest memory view"))?;
-        Ok(RestoredMemory { memory, pager: None, prepared_bytes: 0, keep_alive: None })
+        Ok(RestoredMemory { memory, pager: None, prepared_bytes: 0, keep_alive: None, trim: Default::default() })
     }
 }

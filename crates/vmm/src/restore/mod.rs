@@ -23,6 +23,7 @@ pub mod pass;
 mod reap;
 mod record;
 mod shell;
+pub mod trim;
 mod uffd;
 
 use crate::machine::MicroVm;
@@ -46,6 +47,7 @@ pub use pass::Pass;
 pub use reap::Reap;
 pub use record::{record, Recorded};
 pub use shell::Shell;
+pub use trim::{Trim, Trimmed};
 pub use uffd::{Uffd, DEFAULT_CHUNK};
 
 /// The restore strategies snapvisor knows.
@@ -249,6 +251,9 @@ pub struct RestoredMemory {
     pub prepared_bytes: u64,
     /// What the memory depends on while the VM runs (e.g. the lease on pool extents).
     pub keep_alive: Option<Box<dyn std::any::Any + Send>>,
+    /// Fresh memory mapped with huge pages, which [`RestoredVm::trim`] may give back in
+    /// part after an invocation (empty for every strategy but `pass`).
+    pub trim: Trim,
 }
 
 /// How a restored guest's memory is brought back: the one thing strategies differ in.
@@ -306,6 +311,8 @@ pub struct RestoredVm {
     pub times: RestoreTimes,
     /// Function the snapshot was taken of.
     pub function: String,
+    /// The strategy's fresh huge-page memory (see [`trim`]).
+    pub trim: Trim,
 }
 
 impl RestoredVm {
@@ -327,6 +334,17 @@ impl RestoredVm {
             }
             None => result,
         }
+    }
+
+    /// Gives back the untouched parts of the fresh huge pages the restore mapped (`pass`;
+    /// nothing for the other strategies): call between invocations, e.g. before keeping
+    /// the VM for the next request. See [`trim`].
+    pub fn trim(&mut self) -> Result<Trimmed, Error> {
+        if self.trim.is_empty() {
+            return Ok(Trimmed::default());
+        }
+        let memory = self.vm.memory()?;
+        Ok(self.trim.run(memory).map_err(mem_err("giving back unused huge-page memory"))?)
     }
 }
 
@@ -379,6 +397,7 @@ fn restore_in(
         keep_alive: restored.keep_alive,
         times,
         function: snapshot.function().to_string(),
+        trim: restored.trim,
     })
 }
 

@@ -20,14 +20,16 @@
 //! grows by much: requests allocate densely there (whole chunks), and one fault per 2 MiB
 //! instead of one per 4 KiB is worth the partly used chunk at the top (measured
 //! alternatives in `docs/ARCHITECTURE.md`); and pages the recording saw written cost no
-//! copy-on-write fault after resume. Pages the recording did not see
-//! (another input) are copied on demand, 4 KiB at a time. On a medium with only 2 MiB
+//! copy-on-write fault after resume. After an invocation,
+//! [`RestoredVm::trim`](super::RestoredVm::trim) can give back the untouched parts of those
+//! fresh huge pages (`restore/trim.rs`). Pages the recording did not see (another input)
+//! are copied on demand, 4 KiB at a time. On a medium with only 2 MiB
 //! pages (hugetlbfs) a write copies 2 MiB: the ablation's "2 MiB pages" case.
 //!
 //! Device-dax cannot be mapped privately; a pool there is refused with a clear error
 //! rather than silently written to.
 
-use super::{mem_err, MemoryStrategy, OpenedSnapshot, RestoreError, RestoredMemory, Strategy};
+use super::{mem_err, MemoryStrategy, OpenedSnapshot, RestoreError, RestoredMemory, Strategy, Trim};
 use crate::pool::format::{Index, Run, EXTENT};
 use crate::pool::medium::Medium;
 use crate::snapshot::PageRange;
@@ -121,12 +123,22 @@ impl Pass {
     /// into memory the snapshot never had, transparent huge pages — unless the recording
     /// wrote only a few pages there (then 4 KiB pages, those made ahead), or
     /// `fresh_small_pages`. Returns the bytes pre-faulted.
-    fn prepare_zero_run(&self, mapping: &Mapping, index: &Index, run: &Run, fresh: u64) -> Result<u64, RestoreError> {
+    fn prepare_zero_run(
+        &self,
+        mapping: &Mapping,
+        index: &Index,
+        run: &Run,
+        fresh: u64,
+        trim: &mut Trim,
+    ) -> Result<u64, RestoreError> {
         let mut prepared = 0;
         // Neighbouring chunks with the same advice get one call: (huge, first byte, end).
         let mut pending: Option<(bool, u64, u64)> = None;
-        let flush = |pending: (bool, u64, u64)| {
+        let mut flush = |pending: (bool, u64, u64)| {
             let (huge, start, end) = pending;
+            if huge {
+                trim.add(start, end);
+            }
             let (advice, what) = if huge {
                 (Advice::HugePage, "advising huge pages for fresh memory")
             } else {
@@ -179,6 +191,7 @@ impl MemoryStrategy for Pass {
         // Where the guest's heap grows into memory the snapshot never had.
         let fresh = index.runs.iter().filter(|r| r.pool.is_some()).map(|r| r.guest + r.len).max().unwrap_or(0);
         let mut prepared = 0;
+        let mut trim = Trim::default();
         for run in &index.runs {
             let (at, len) = (run.guest as usize, run.len as usize);
             prepared += match run.pool {
@@ -198,7 +211,7 @@ impl MemoryStrategy for Pass {
                 }
                 None => {
                     mapping.map_anonymous(at, len).map_err(mem_err("mapping zero ranges"))?;
-                    self.prepare_zero_run(&mapping, index, run, fresh)?
+                    self.prepare_zero_run(&mapping, index, run, fresh, &mut trim)?
                 }
             };
         }
@@ -209,6 +222,7 @@ impl MemoryStrategy for Pass {
             pager: None,
             prepared_bytes: prepared,
             keep_alive: Some(Box::new(snapshot.lease())),
+            trim,
         })
     }
 }

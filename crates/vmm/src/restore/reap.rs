@@ -53,6 +53,12 @@ impl MemoryStrategy for Reap {
         let pager = UffdPager::start(uffd, base, size, DEFAULT_CHUNK, Arc::new(source), false, Some(verify))
             .map_err(mem_err("starting the userfaultfd handler"))?;
         let memory = GuestMemory::new(mapping).map_err(mem_err("creating the guest memory view"))?;
-        Ok(RestoredMemory { memory, pager: Some(Box::new(pager)), prepared_bytes: bytes as u64, keep_alive: None })
+        Ok(RestoredMemory {
+            memory,
+            pager: Some(Box::new(pager)),
+            prepared_bytes: bytes as u64,
+            keep_alive: None,
+            trim: Default::default(),
+        })
     }
 }

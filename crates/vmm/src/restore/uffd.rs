@@ -56,6 +56,12 @@ impl MemoryStrategy for Uffd {
         let pager = UffdPager::start(uffd, base, size, self.chunk, Arc::new(source), self.record, None)
             .map_err(mem_err("starting the userfaultfd handler"))?;
         let memory = GuestMemory::new(mapping).map_err(mem_err("creating the guest memory view"))?;
-        Ok(RestoredMemory { memory, pager: Some(Box::new(pager)), prepared_bytes: 0, keep_alive: None })
+        Ok(RestoredMemory {
+            memory,
+            pager: Some(Box::new(pager)),
+            prepared_bytes: 0,
+            keep_alive: None,
+            trim: Default::default(),
+        })
     }
 }

@@ -36,6 +36,8 @@ pub enum Advice {
     PopulateRead,
     /// Map pages now, writable (copies private file pages, allocates anonymous ones).
     PopulateWrite,
+    /// Drop the pages: private ones are freed, the range reads as the file (or zero) again.
+    DontNeed,
 }
 
 impl Mapping {
@@ -167,13 +169,27 @@ impl Mapping {
             Advice::NoHugePage => libc::MADV_NOHUGEPAGE,
             Advice::PopulateRead => libc::MADV_POPULATE_READ,
             Advice::PopulateWrite => libc::MADV_POPULATE_WRITE,
+            Advice::DontNeed => libc::MADV_DONTNEED,
         };
-        // SAFETY: madvise on a range this Mapping owns; none of these advices invalidates
-        // memory that Rust code holds references into (guest memory is accessed volatile).
+        // SAFETY: madvise on a range this Mapping owns. No Rust reference points into guest
+        // memory (it is accessed volatile), so even `DontNeed`, which changes the contents,
+        // breaks no aliasing rule; callers use it only while no vCPU runs.
         if unsafe { libc::madvise(at, len, advice) } != 0 {
             return Err(io::Error::last_os_error());
         }
         Ok(())
+    }
+
+    /// Which 4 KiB pages of `[offset, offset+len)` are resident (`mincore`), one bool each.
+    pub fn resident_pages(&self, offset: usize, len: usize) -> io::Result<Vec<bool>> {
+        let at = self.check(offset, len)?;
+        let mut pages = vec![0u8; len.div_ceil(4096)];
+        // SAFETY: mincore on a range this Mapping owns, one status byte per 4 KiB page into
+        // a buffer of exactly that many bytes.
+        if unsafe { libc::mincore(at, len, pages.as_mut_ptr()) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(pages.iter().map(|p| p & 1 != 0).collect())
     }
 }
 

@@ -105,6 +105,7 @@ struct Health {
     max_vms: u32,
     queue_depth: usize,
     warm_vms: usize,
+    ready_shells: usize,
 }
 
 async fn health(State(state): St) -> Json<Health> {
@@ -116,12 +117,18 @@ async fn health(State(state): St) -> Json<Health> {
         max_vms: a.max(),
         queue_depth: a.queue_depth(),
         warm_vms: state.warm.list().len(),
+        ready_shells: state.node.ready_shells(),
     })
 }
 
 async fn metrics(State(state): St) -> Response {
     let a = &state.admission;
-    let live = Live { queue_depth: a.queue_depth(), vms_running: a.running(), warm_vms: state.warm.list().len() };
+    let live = Live {
+        queue_depth: a.queue_depth(),
+        vms_running: a.running(),
+        warm_vms: state.warm.list().len(),
+        ready_shells: state.node.ready_shells(),
+    };
     let text = state.metrics.render(&live);
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()
 }

@@ -1,0 +1,79 @@
+//! A `pass` VM trimmed after its invocation: the untouched parts of its fresh huge pages
+//! are given back, so that what it keeps private is what it wrote (the pages a `lazy` VM's
+//! private mapping copied for the same request), and it answers its next request exactly
+//! as before. In its own binary: the memory figures are this test's alone.
+
+mod common;
+
+use common::*;
+use snapvisor_functions::catalog::{MEASURE_INPUT, RECORD_INPUT};
+use snapvisor_vmm::metrics::{written_pages, MemoryUsage};
+use snapvisor_vmm::restore::{record, restore, strategy, RestoredVm, SnapshotSource, Strategy};
+use std::path::Path;
+
+fn private_bytes(vm: &RestoredVm) -> u64 {
+    let m = vm.vm.memory().unwrap().mapping();
+    MemoryUsage::scan(m.as_ptr(), m.len()).expect("pagemap").private_bytes
+}
+
+/// Whether the host gives anonymous memory transparent huge pages on request.
+fn thp_on_request() -> bool {
+    std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
+        .is_ok_and(|s| s.contains("[always]") || s.contains("[madvise]"))
+}
+
+#[test]
+fn a_trimmed_pass_vm_keeps_what_it_wrote_and_answers_again() {
+    let Some(hv) = hypervisor("a_trimmed_pass_vm_keeps_what_it_wrote_and_answers_again") else { return };
+    // chameleon: its input B grows the heap over a few 2 MiB chunks, the last one partly.
+    let name = "chameleon";
+    let info = snapvisor_functions::info(name).expect("built-in function");
+    let mem = info.inputs.iter().map(|i| i.mem_mib).max().unwrap_or(256) << 20;
+    let tmp = TempDir::new("pass-trim");
+    let dir = tmp.path().join(name);
+    let (mut vm, _) = snapvisor_vmm::MicroVm::boot(&hv, image(name), mem).expect("boot");
+    vm.wait_ready(TIMEOUT).expect("init");
+    vm.snapshot(&hv, name, image(name), &dir, false).expect("snapshot");
+    drop(vm);
+    let recorded_with = info.input(RECORD_INPUT).expect("input").request;
+    let request = info.input(MEASURE_INPUT).expect("input").request;
+    record(&hv, &dir, recorded_with, RECORD_INPUT, TIMEOUT).expect("record");
+    let want = native_digest(name, request);
+
+    // What the request writes: the pages a private mapping of the memory file copies.
+    let written = {
+        let mut lazy = restore(&hv, &SnapshotSource::Dir(dir.clone()), strategy(Strategy::Lazy).as_ref()).unwrap();
+        let inv = lazy.invoke(request, TIMEOUT).expect("lazy");
+        assert_eq!(digest(&inv.response), want);
+        let m = lazy.vm.memory().unwrap().mapping();
+        written_pages(m.as_ptr(), m.len()).unwrap().len() as u64 * 4096
+    };
+
+    let shm = TempDir::new_in(Path::new("/dev/shm"), "pass-trim-pool");
+    let pool = shm_pool(&shm, 512 << 20);
+    pool.import(&dir, name, &mut |_, _| {}).expect("import");
+    let source = SnapshotSource::Pool { pool: pool.clone(), id: name.into() };
+    let mut vm = restore(&hv, &source, strategy(Strategy::Pass).as_ref()).expect("restore");
+    assert!(!vm.trim.is_empty(), "pass maps the heap's fresh memory with huge pages");
+    let inv = vm.invoke(request, TIMEOUT).expect("invoke");
+    assert_eq!(digest(&inv.response), want);
+    let at_response = private_bytes(&vm);
+
+    let trimmed = vm.trim().expect("trim");
+    let kept = private_bytes(&vm);
+    eprintln!("{name}: written {written}, private at the response {at_response}, kept {kept} bytes; {trimmed:?}");
+    // A page written with zeros is dropped too, so `kept` may be below `written`.
+    assert!(kept <= written + (64 << 10), "kept {kept} bytes for {written} written");
+    assert!(kept <= at_response);
+    if thp_on_request() {
+        assert!(trimmed.chunks_trimmed >= 1 && kept < at_response, "{trimmed:?}: {at_response} → {kept}");
+    } else {
+        eprintln!("skipped: the strict part (transparent huge pages are off on this host)");
+    }
+
+    // The trimmed VM serves its next request like the host.
+    vm.vm.finish(TIMEOUT).expect("ready again");
+    let again = vm.invoke(request, TIMEOUT).expect("invoke after the trim");
+    assert_eq!(digest(&again.response), want);
+    assert!(pool.fsck(true).is_clean());
+}
