@@ -16,7 +16,7 @@ use std::time::Instant;
 
 /// Restores per configuration and `--reps`: a restore is cheap next to the end-to-end
 /// runs, and its sub-millisecond phases need more samples than one noisy host gives in two.
-const RUNS_PER_REP: usize = 4;
+const RUNS_PER_REP: usize = 3;
 
 /// What idle VM shells cost.
 #[derive(Clone, Debug, Default, Serialize)]
