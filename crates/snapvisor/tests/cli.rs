@@ -88,6 +88,13 @@ fn failures_exit_non_zero_with_a_clear_message() {
     assert!(err.contains("does not fit the mailbox"), "{err}");
     let err = fails(snapvisor(&tmp.0, &["run", "--function", "mmap", "--mem-mib", "256"]));
     assert!(err.contains("needs 1024 MiB"), "{err}");
+    // A second benchmark on a data directory whose benchmark runs stops before it touches
+    // anything (fixtures, pool and medium are the first run's).
+    let held = snapvisor::node::data::try_lock(&tmp.0.join("bench.lock")).unwrap().expect("free");
+    let err = fails(snapvisor(&tmp.0, &["bench", "--quick", "--out", tmp.0.join("out").to_str().unwrap()]));
+    assert!(err.contains("another `snapvisor bench` is running"), "{err}");
+    assert!(!tmp.0.join("out").exists() && !tmp.0.join("bench-pool").exists());
+    drop(held);
     let _ = std::fs::remove_file(image);
 }
 

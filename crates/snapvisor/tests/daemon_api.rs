@@ -413,3 +413,57 @@ fn snapstarts_restore_into_the_vm_shells_the_daemon_keeps_ready() {
     let metrics = String::from_utf8(api.get("/metrics").response.body.to_vec()).unwrap();
     assert!(metrics.lines().any(|l| l == "snapvisor_ready_shells 1"), "{metrics}");
 }
+
+#[test]
+fn a_snapstart_kept_warm_trims_and_serves_the_next_request_of_its_snapshot() {
+    if !kvm("a_snapstart_kept_warm_trims_and_serves_the_next_request_of_its_snapshot") {
+        return;
+    }
+    let tmp = Tmp::new(&std::env::temp_dir(), "api-keep");
+    let (_shm, pool) = shm_pool("api-keep-pool", 128);
+    let daemon = Daemon::start(&tmp.0, &["--pool", pool.to_str().unwrap(), "--warm-max", "2"]);
+    let api = daemon.api();
+    let (json_digest, hello_digest) = (native_digest("json"), native_digest("hello"));
+    api.post("/snapshots", json!({ "function": "json" })).expect(201);
+    api.post("/snapshots", json!({ "function": "hello" })).expect(201);
+    api.post("/snapshots/json/import", json!({})).expect(200);
+
+    // The SnapStart's VM is kept, trimmed; the next request of that snapshot runs on it.
+    let kept = json!({ "function": "json", "strategy": "pass", "keep_warm": true });
+    let first = api.post("/invocations", kept.clone()).expect(200);
+    assert_eq!(
+        (&first["strategy"], &first["kept_warm"], &first["vms"][0]["digest"]),
+        (&json!("pass"), &json!(true), &json!(json_digest))
+    );
+    let (private, trimmed) =
+        (first["vms"][0]["private_mib"].as_f64().unwrap(), first["vms"][0]["kept_private_mib"].as_f64().unwrap());
+    assert!(trimmed > 0.0 && trimmed <= private, "kept {trimmed} MiB of {private} MiB");
+    let vms = api.get("/vms").expect(200);
+    assert_eq!((&vms[0]["restored_with"], &vms[0]["function"]), (&json!("pass"), &json!("json")), "{vms}");
+    let second = api.post("/invocations", kept).expect(200);
+    assert_eq!(
+        (&second["strategy"], &second["kept_warm"], &second["vms"][0]["digest"]),
+        (&json!("warm"), &json!(true), &json!(json_digest))
+    );
+    assert_eq!(api.get("/vms").expect(200)[0]["invocations"], 1);
+
+    // Another snapshot gets its own VM; with --warm-max kept, a SnapStart still answers
+    // and its VM is not kept.
+    let hello =
+        api.post("/invocations", json!({ "function": "hello", "strategy": "lazy", "keep_warm": true })).expect(200);
+    assert_eq!((&hello["kept_warm"], &hello["vms"][0]["digest"]), (&json!(true), &json!(hello_digest)));
+    let full =
+        api.post("/invocations", json!({ "function": "json", "strategy": "lazy", "keep_warm": true })).expect(200);
+    assert_eq!((&full["strategy"], &full["kept_warm"]), (&json!("lazy"), &json!(false)));
+    assert_eq!(api.get("/vms").expect(200).as_array().unwrap().len(), 2);
+
+    // Deleting a snapshot stops the VMs kept from it.
+    assert_eq!(api.call(Method::DELETE, "/snapshots/hello", None).status.as_u16(), 204);
+    let left = api.get("/vms").expect(200);
+    assert_eq!((left.as_array().unwrap().len(), &left[0]["restored_with"]), (1, &json!("pass")), "{left}");
+    // Only SnapStarts of one VM are kept.
+    let two = json!({ "function": "json", "strategy": "pass", "keep_warm": true, "concurrency": 2 });
+    assert_eq!(api.post("/invocations", two).error().0, "bad_request");
+    let warm = json!({ "function": "json", "strategy": "warm", "keep_warm": true });
+    assert_eq!(api.post("/invocations", warm).error().0, "bad_request");
+}

@@ -19,7 +19,7 @@ use super::fixture::{Emulation, Fixtures};
 use super::report::Row;
 use super::setups::{self, Setup};
 use super::{BenchError, Ctx};
-use crate::node::runner::WarmVm;
+use crate::node::warm_vm::WarmVm;
 use snapvisor_functions::catalog::{MEASURE_INPUT, RECORD_INPUT};
 use snapvisor_vmm::pool::format::EXTENT;
 use snapvisor_vmm::pool::medium::{EmulatedKind, Medium};

@@ -52,6 +52,12 @@ pub struct Level {
 /// (the warm-up, measured from the host's view): the page cache once (shared), the rest —
 /// anonymous memory, huge pages, page tables — once per VM, with a quarter more for the
 /// spread between runs.
+/// A configuration whose run at some N took longer than this is not run at higher N (the
+/// next level would take about twice as long): it keeps the whole benchmark to its time
+/// on 2 cores, where 32 VMs of a slow baseline take minutes (read-list: faasnap at 16
+/// took 29 s, reap at 8 took 23 s), and says so in the level's note.
+const RUN_BUDGET: std::time::Duration = std::time::Duration::from_secs(20);
+
 fn needs(one: &HostView, n: usize) -> u64 {
     let mib = |m: f64| (m.max(0.0) * f64::from(1 << 20)) as u64;
     let per_vm = mib(one.dram_mib - one.page_cache_mib).max(1 << 20);
@@ -68,8 +74,10 @@ pub fn run(ctx: &Ctx<'_>, fx: &Fixtures, rows: &mut Vec<Row>, levels: &mut Vec<L
         for setup in &setups {
             ctx.message(&format!("concurrency: {function}: {} warm-up", setup.name))?;
             let one = snapstart_n(ctx.hv, function, f, setup, request, Vms::new(1, ctx.config.timeout))?.host;
-            // The lowest level where a VM ran past the guest timeout.
+            // The lowest level where a VM ran past the guest timeout, and the first level
+            // whose run took longer than the budget (with its slowest VM, ms).
             let mut timed_out: Option<usize> = None;
+            let mut over_budget: Option<(usize, f64)> = None;
             for &n in &ctx.config.concurrency {
                 let available = MemInfo::read().map(|m| m.available()).unwrap_or(0);
                 let need = needs(&one, n);
@@ -90,6 +98,18 @@ pub fn run(ctx: &Ctx<'_>, fx: &Fixtures, rows: &mut Vec<Row>, levels: &mut Vec<L
                 if let Some(m) = timed_out {
                     levels.push(Level {
                         note: format!("not run: a VM ran past the guest timeout already at N = {m}"),
+                        ..level
+                    });
+                    ctx.tick_by(n);
+                    continue;
+                }
+                if let Some((m, slowest)) = over_budget {
+                    levels.push(Level {
+                        note: format!(
+                            "not run: the run of N = {m} took {:.0} s already, over the {} s a run may take here (a level doubles it)",
+                            slowest / 1e3,
+                            RUN_BUDGET.as_secs()
+                        ),
                         ..level
                     });
                     ctx.tick_by(n);
@@ -143,6 +163,9 @@ pub fn run(ctx: &Ctx<'_>, fx: &Fixtures, rows: &mut Vec<Row>, levels: &mut Vec<L
                     m.samples.iter().map(|s| Row::new(&run_ctx, n, s, &m.host, &m.residency, &expected)).collect();
                 let totals: Vec<f64> = new.iter().map(|r| r.total_ms).collect();
                 let slowest = totals.iter().copied().fold(0.0, f64::max);
+                if slowest > crate::node::runner::ms(RUN_BUDGET) {
+                    over_budget = Some((n, slowest));
+                }
                 levels.push(Level {
                     fits: true,
                     p50_ms: percentile(&totals, 50.0),

@@ -10,7 +10,8 @@ use super::measure::{snapstart_n, Vms};
 use super::report::{Context, Row};
 use super::setups::{self, Setup};
 use super::{BenchError, Ctx};
-use crate::node::runner::{digest_of, WarmVm};
+use crate::node::runner::digest_of;
+use crate::node::warm_vm::WarmVm;
 use snapvisor_functions::catalog::{MEASURE_INPUT, RECORD_INPUT};
 
 /// A function's native digest for `request` (what every answer must equal).

@@ -191,6 +191,9 @@ pub enum BenchError {
     /// SIGINT or SIGTERM: the run stopped after undoing what it set up.
     #[error("interrupted; the benchmark's medium and fixtures were removed")]
     Interrupted,
+    /// Another benchmark runs on the same data directory.
+    #[error("{}: another `snapvisor bench` is running on this data directory", .0.display())]
+    Busy(PathBuf),
     /// A guest answered differently from the host's computation.
     #[error("{0} responses did not match the host's computation (see digest_ok in results.csv)")]
     DigestMismatch(usize),
@@ -295,6 +298,11 @@ pub fn run(hv: &Hypervisor, config: &BenchConfig) -> Result<String, BenchError> 
             return Err(BenchError::UnknownFunction(f.clone()));
         }
     }
+    // Fixtures, pool and medium under the data directory are one run's alone.
+    let lock_path = config.data.bench_lock_file();
+    let _lock = crate::node::data::try_lock(&lock_path)
+        .map_err(|e| BenchError::Write(lock_path.clone(), e))?
+        .ok_or_else(|| BenchError::Busy(lock_path.clone()))?;
     std::fs::create_dir_all(&config.out).map_err(|e| BenchError::Write(config.out.clone(), e))?;
     let progress = ProgressBar::new(planned_ticks(config)).with_style(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}, ETA {eta}] {bar:30} {pos}/{len} {msg}")

@@ -9,7 +9,7 @@ use super::fixture::{record, Fixtures};
 use super::report::Row;
 use super::setups;
 use super::{BenchError, Ctx};
-use crate::node::runner::WarmVm;
+use crate::node::warm_vm::WarmVm;
 use snapvisor_functions::catalog::SIX_RECORD_INPUT;
 
 /// The inputs measured.

@@ -9,6 +9,7 @@
 //!   images/<name>.elf         guest images registered with the daemon (`PUT /functions/NAME`)
 //!   snapvisor.sock            the daemon's Unix socket (mode 0600)
 //!   snapvisor.lock            held (flock) by the running daemon
+//!   bench.lock                held (flock) by a running `snapvisor bench`
 //! ```
 //!
 //! Files are written under a hidden temporary name (`.NAME.partial-PID`,
@@ -18,6 +19,10 @@
 use snapvisor_vmm::pool::format::EXTENT;
 use snapvisor_vmm::pool::medium::{self, EmulatedKind, EmulationRecord};
 use snapvisor_vmm::pool::{Pool, PoolError};
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -76,10 +81,45 @@ impl DataDir {
         self.root.join("snapvisor.lock")
     }
 
+    /// The file a running benchmark holds locked (its fixtures, pool and medium are
+    /// one run's alone).
+    pub fn bench_lock_file(&self) -> PathBuf {
+        self.root.join("bench.lock")
+    }
+
     /// Root of the benchmark's pool.
     pub fn bench_pool_root(&self) -> PathBuf {
         self.root.join("bench-pool")
     }
+}
+
+/// An exclusive `flock` on a file, held until dropped; the kernel releases it when the
+/// process dies, even by `kill -9`.
+pub struct FileLock {
+    _file: File,
+}
+
+/// Takes an exclusive lock on `path` (created if missing, its directory too; a symbolic
+/// link there is refused): `Ok(None)` at once if another process holds it.
+pub fn try_lock(path: &Path) -> io::Result<Option<FileLock>> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
+    }
+    // SAFETY: flock on a descriptor this function owns; no memory is involved.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = io::Error::last_os_error();
+        return if e.kind() == io::ErrorKind::WouldBlock { Ok(None) } else { Err(e) };
+    }
+    Ok(Some(FileLock { _file: file }))
 }
 
 /// Creates a pool. With `path`, on that device or file (real or already-mounted medium);
@@ -116,4 +156,23 @@ pub fn init_pool(
 /// Undoes an emulated pool under `emulation_root` (unmount, release huge pages).
 pub fn destroy_pool(emulation_root: &Path) -> Result<Option<EmulationRecord>, PoolError> {
     Ok(medium::teardown_emulation(emulation_root)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lock_is_held_until_dropped_and_links_are_refused() {
+        let dir = std::env::temp_dir().join(format!("snapvisor-lock-{}", std::process::id()));
+        let path = dir.join("sub").join("x.lock");
+        let held = try_lock(&path).unwrap().expect("free");
+        assert!(try_lock(&path).unwrap().is_none(), "held by another open file description");
+        drop(held);
+        assert!(try_lock(&path).unwrap().is_some());
+        let link = dir.join("link.lock");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        assert!(try_lock(&link).is_err(), "a symbolic link is refused");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -6,7 +6,7 @@ use super::report::{summarise, VmReport};
 use super::runner::{self, FreshRun, VmSample};
 use super::{Node, NodeError};
 use serde::Serialize;
-use snapvisor_vmm::restore::{self, MemoryStrategy, SnapshotSource, Strategy};
+use snapvisor_vmm::restore::{self, MemoryStrategy, Shell, SnapshotSource, Strategy};
 use snapvisor_vmm::snapshot::Snapshot;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -24,6 +24,16 @@ pub enum SnapshotRef {
         /// Snapshot id.
         id: String,
     },
+}
+
+impl std::fmt::Display for SnapshotRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SnapshotRef::Dir(dir) => write!(f, "{}", dir.display()),
+            SnapshotRef::Pool { pool: None, id } => write!(f, "pool snapshot {id}"),
+            SnapshotRef::Pool { pool: Some(pool), id } => write!(f, "pool snapshot {id} in {}", pool.display()),
+        }
+    }
 }
 
 /// A SnapStart request.
@@ -99,6 +109,10 @@ pub struct InvokeReport {
     /// without an idle VM only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub boot_ms: Option<f64>,
+    /// With `keep_warm`: whether the VM stays for the next request (false when the warm
+    /// set was full).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kept_warm: Option<bool>,
     /// The first VM's response (all VMs answered the same).
     pub response: GuestResponse,
     /// One row per VM.
@@ -132,6 +146,7 @@ impl InvokeReport {
             p99_ms,
             total_mib,
             boot_ms: None,
+            kept_warm: None,
             response: GuestResponse(samples.into_iter().next().map(|s| s.response).unwrap_or_default()),
             vms,
         })
@@ -150,6 +165,34 @@ impl Node {
 
     /// Restores `spec.concurrency` VMs at once and invokes each with the request.
     pub fn invoke(&self, spec: &InvokeSpec) -> Result<InvokeReport, NodeError> {
+        let p = self.prepare(spec)?;
+        let n = spec.concurrency.max(1);
+        let hv = self.shared_hypervisor()?;
+        let ready = self.shells.as_ref().map(|_| Mutex::new(self.take_shells(p.mem_size, n)));
+        let run = runner::SnapStartRun { ready: ready.as_ref(), ..runner::SnapStartRun::plain(n, spec.timeout) };
+        let samples = runner::snapstart(hv, &p.source, p.strategy.as_ref(), &p.request, &run);
+        self.refill_shells(p.mem_size);
+        let samples = samples?;
+        let mut report = InvokeReport::new(p.function, p.label, spec.strategy.name(), p.medium, samples)?;
+        report.recorded_with = p.recorded_with;
+        Ok(report)
+    }
+
+    /// Up to `n` VM shells of `mem_size` from the stock (none without one).
+    pub(crate) fn take_shells(&self, mem_size: u64, n: usize) -> Vec<Shell> {
+        self.shells.as_ref().map_or_else(Vec::new, |stock| stock.take(mem_size, n))
+    }
+
+    /// Has the stock make shells of `mem_size` in the background until it is full again
+    /// (after a SnapStart, so that making them does not compete with its restore).
+    pub(crate) fn refill_shells(&self, mem_size: u64) {
+        if let (Some(stock), Some(hv)) = (&self.shells, self.hv.get()) {
+            stock.refill(Arc::clone(hv), mem_size);
+        }
+    }
+
+    /// Resolves a SnapStart's snapshot, strategy and request, and checks they fit.
+    pub(crate) fn prepare(&self, spec: &InvokeSpec) -> Result<Prepared, NodeError> {
         let (source, function, medium, mem_size) = match &spec.snapshot {
             SnapshotRef::Pool { pool, id } => {
                 if !spec.strategy.uses_pool() {
@@ -190,19 +233,41 @@ impl Node {
         };
         let request = spec.input.resolve(&function, Role::Measure)?;
         check_fits(&function, &request, mem_size)?;
-        let n = spec.concurrency.max(1);
-        let hv = self.shared_hypervisor()?;
-        let ready = self.shells.as_ref().map(|stock| Mutex::new(stock.take(mem_size, n)));
-        let run = runner::SnapStartRun { ready: ready.as_ref(), ..runner::SnapStartRun::plain(n, spec.timeout) };
-        let samples = runner::snapstart(hv, &source, strategy.as_ref(), &request.bytes, &run);
-        if let Some(stock) = &self.shells {
-            stock.refill(Arc::clone(hv), mem_size);
-        }
-        let samples = samples?;
-        let mut report = InvokeReport::new(function, request.label, spec.strategy.name(), medium, samples)?;
-        if let (SnapshotRef::Dir(dir), Strategy::Reap | Strategy::Faasnap) = (&spec.snapshot, spec.strategy) {
-            report.recorded_with = snapvisor_vmm::snapshot::recording::Recording::read(dir).map(|r| r.input);
-        }
-        Ok(report)
+        let recorded_with = match (&spec.snapshot, spec.strategy) {
+            (SnapshotRef::Dir(dir), Strategy::Reap | Strategy::Faasnap) => {
+                snapvisor_vmm::snapshot::recording::Recording::read(dir).map(|r| r.input)
+            }
+            _ => None,
+        };
+        Ok(Prepared {
+            source,
+            medium,
+            mem_size,
+            strategy,
+            request: request.bytes.into_owned(),
+            label: request.label,
+            recorded_with,
+            function,
+        })
     }
+}
+
+/// A SnapStart resolved from its spec: what to restore, how, and the request.
+pub(crate) struct Prepared {
+    /// The snapshot.
+    pub source: SnapshotSource,
+    /// Function the snapshot was taken of.
+    pub function: String,
+    /// Where the snapshot is read from (for the report).
+    pub medium: String,
+    /// Its guest memory size.
+    pub mem_size: u64,
+    /// The strategy, configured.
+    pub strategy: Box<dyn MemoryStrategy>,
+    /// The request bytes.
+    pub request: Vec<u8>,
+    /// Which input they are.
+    pub label: String,
+    /// Which input the working sets were recorded with (reap, faasnap).
+    pub recorded_with: Option<String>,
 }

@@ -8,7 +8,9 @@
 //! - [`snapshots`]: taking snapshots and recording working sets.
 //! - [`catalog`]: the snapshots kept by name (list, show, delete, sweep).
 //! - [`invoke`]: fresh runs and SnapStarts (N VMs at once), with their reports.
-//! - [`warm`]: the keep-alive set of warm VMs (the daemon's warm invocations).
+//! - [`warm`]: the keep-alive set of warm VMs (the daemon's warm invocations, and the VMs
+//!   of SnapStarts asked to be kept).
+//! - [`warm_vm`]: one warm VM: booted, or restored by a SnapStart and trimmed.
 //! - [`shells`]: VM shells the daemon keeps ready for its SnapStarts.
 //! - [`pool`]: the persistent-memory pool (init, import, ls, rm, fsck, destroy).
 //! - [`runner`]: the measured operations underneath (shared with the benchmark).
@@ -28,6 +30,7 @@ pub mod shells;
 pub mod snapshots;
 pub mod store;
 pub mod warm;
+pub mod warm_vm;
 
 pub use error::{ErrorKind, NodeError};
 

@@ -40,6 +40,10 @@ pub struct VmReport {
     pub shared_mib: f64,
     /// Whether the VM was restored into a VM shell made ahead (then `vm_create_ms` is ~0).
     pub in_shell: bool,
+    /// For a VM kept after its SnapStart: its private guest memory once it trimmed its
+    /// fresh huge pages (what it holds while it waits for the next request).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kept_private_mib: Option<f64>,
     /// Digest of the response.
     pub digest: String,
 }
@@ -64,6 +68,7 @@ impl VmReport {
             private_mib: mib(s.memory.private_bytes),
             shared_mib: mib(s.memory.shared_bytes),
             in_shell: s.in_shell,
+            kept_private_mib: s.kept.map(|(_, kept)| mib(kept)),
             digest: s.digest.clone().unwrap_or_default(),
         }
     }

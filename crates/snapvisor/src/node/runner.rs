@@ -1,5 +1,5 @@
-//! Measured operations shared by the CLI commands and the benchmark: a fresh run, a warm
-//! invocation, and SnapStarts (restore + one invocation) of one or many VMs at once.
+//! Measured operations shared by the CLI commands and the benchmark: a fresh run and
+//! SnapStarts (restore + one invocation) of one or many VMs at once (warm VMs: `warm_vm.rs`).
 
 use serde::Serialize;
 use snapvisor_vmm::machine::BootTimes;
@@ -108,43 +108,6 @@ pub fn fresh_run(
     })
 }
 
-/// A booted, initialised VM that serves warm invocations.
-pub struct WarmVm {
-    vm: MicroVm,
-    timeout: Duration,
-}
-
-impl WarmVm {
-    /// Boots, runs init, and serves one request (so the next ones are warm).
-    pub fn start(
-        hv: &Hypervisor,
-        elf: &[u8],
-        mem_size: u64,
-        request: &[u8],
-        timeout: Duration,
-    ) -> Result<Self, RunError> {
-        let (mut vm, _) = MicroVm::boot(hv, elf, mem_size)?;
-        vm.wait_ready(timeout)?;
-        let first = vm.invoke(request, timeout)?;
-        digest_of(&first.response)?;
-        vm.finish(timeout)?;
-        Ok(WarmVm { vm, timeout })
-    }
-
-    /// Sets the longest time later invocations may take.
-    pub fn set_timeout(&mut self, timeout: Duration) {
-        self.timeout = timeout;
-    }
-
-    /// One warm invocation (the VM is ready again afterwards).
-    pub fn invoke(&mut self, request: &[u8]) -> Result<VmSample, RunError> {
-        let inv = self.vm.invoke(request, self.timeout)?;
-        let sample = VmSample::measure(0, &self.vm, inv)?;
-        self.vm.finish(self.timeout)?;
-        Ok(sample)
-    }
-}
-
 /// What one VM of a SnapStart (or a warm invocation) measured.
 #[derive(Debug)]
 pub struct VmSample {
@@ -177,7 +140,7 @@ pub struct VmSample {
 impl VmSample {
     /// A sample of VM number `vm` from its invocation: checks the response and scans the
     /// VM's memory (restore figures are filled in by the caller).
-    fn measure(vm: usize, machine: &MicroVm, inv: Invocation) -> Result<Self, RunError> {
+    pub(crate) fn measure(vm: usize, machine: &MicroVm, inv: Invocation) -> Result<Self, RunError> {
         let digest = digest_of(&inv.response)?;
         let mem = machine.memory()?;
         let memory = MemoryUsage::scan(mem.mapping().as_ptr(), mem.mapping().len()).unwrap_or_default();

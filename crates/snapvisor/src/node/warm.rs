@@ -1,46 +1,57 @@
-//! Warm VMs: a bounded keep-alive set of booted, initialised VMs per function, so that a
-//! request can choose a warm invocation instead of a SnapStart (what a FaaS platform's
-//! keep-alive policy does).
+//! Warm VMs: a bounded keep-alive set of VMs per function, so that a request can choose a
+//! warm invocation instead of a SnapStart (what a FaaS platform's keep-alive policy does).
+//! A warm VM is booted and initialised for warm invocations, or it is the VM of a
+//! SnapStart asked to be kept (`keep_warm`), trimmed to what it wrote; the next SnapStart
+//! of the same snapshot with the same strategy runs on it.
 //!
-//! Each warm VM lives on its own thread, which creates it, runs every invocation on it
-//! (KVM wants a vCPU driven from one thread, and the fault counters are per thread) and
-//! drops it when it has been idle for the idle timeout, when it failed, or when it is
-//! stopped. A VM is either idle (in the set, free to take) or busy (taken by one request);
+//! Each warm VM lives on its own thread (`warm_vm.rs`). A VM is either idle (in the set, free to take) or busy (taken by one request);
 //! taking, returning and expiring happen under one lock, so a VM is never handed to two
 //! requests nor expired while taken.
 
 use super::functions::{check_fits, Image, Input, Role};
-use super::invoke::InvokeReport;
-use super::runner::{ms, RunError, VmSample, WarmVm};
+use super::invoke::{InvokeReport, InvokeSpec};
+use super::runner::{ms, RunError, VmSample};
+use super::warm_vm::{send, Job, Make, Restore, VmThread};
 use super::{Node, NodeError};
 use serde::Serialize;
+use snapvisor_vmm::restore::Strategy;
 use std::collections::BTreeMap;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
+use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-/// One invocation handed to a warm VM's thread.
-struct Job {
-    request: Vec<u8>,
-    timeout: Duration,
-    reply: SyncSender<Result<VmSample, RunError>>,
+/// Where a warm VM came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Booted and initialised for warm invocations.
+    Boot,
+    /// The VM of a SnapStart asked to be kept.
+    SnapStart {
+        /// The strategy that restored it.
+        strategy: Strategy,
+        /// The snapshot (see [`super::invoke::SnapshotRef`]'s `Display`).
+        snapshot: String,
+    },
 }
 
-struct Slot {
+pub(super) struct Slot {
     function: String,
     mem_size: u64,
-    busy: bool,
+    origin: Origin,
+    pub(super) busy: bool,
     jobs: Sender<Job>,
+    /// Dropped after its current request (its snapshot was deleted).
+    pub(super) retired: bool,
     started: SystemTime,
-    last_used: Instant,
-    invocations: u64,
+    pub(super) last_used: Instant,
+    pub(super) invocations: u64,
 }
 
 #[derive(Default)]
-struct State {
-    vms: BTreeMap<u64, Slot>,
+pub(super) struct State {
+    pub(super) vms: BTreeMap<u64, Slot>,
     next_id: u64,
-    closed: bool,
+    pub(super) closed: bool,
 }
 
 /// A warm VM, for listings.
@@ -52,6 +63,12 @@ pub struct WarmVmInfo {
     pub function: String,
     /// Guest memory bytes.
     pub mem_size: u64,
+    /// For the VM of a SnapStart: the strategy that restored it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restored_with: Option<&'static str>,
+    /// For the VM of a SnapStart: its snapshot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
     /// Serving a request now.
     pub busy: bool,
     /// Invocations served (the warm-up one not counted).
@@ -69,7 +86,7 @@ pub struct WarmSet {
     idle_timeout: Duration,
 }
 
-fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+pub(super) fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
     // The state stays consistent under every early return; a panicked holder is a bug
     // elsewhere, not a reason to stop serving.
     state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -90,6 +107,14 @@ impl WarmSet {
                 id,
                 function: s.function.clone(),
                 mem_size: s.mem_size,
+                restored_with: match &s.origin {
+                    Origin::Boot => None,
+                    Origin::SnapStart { strategy, .. } => Some(strategy.name()),
+                },
+                snapshot: match &s.origin {
+                    Origin::Boot => None,
+                    Origin::SnapStart { snapshot, .. } => Some(snapshot.clone()),
+                },
                 busy: s.busy,
                 invocations: s.invocations,
                 started_unix: s.started.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
@@ -108,13 +133,17 @@ impl WarmSet {
         timeout: Duration,
     ) -> Result<(u64, f64), NodeError> {
         let (id, jobs, boot_ms) = self.boot(node, image, mem_size, timeout)?;
-        let mut state = lock(&self.state);
-        if let Some(slot) = state.vms.get_mut(&id) {
+        self.release(id);
+        drop(jobs);
+        Ok((id, boot_ms))
+    }
+
+    /// Makes VM `id`, just started and taken by its starter, idle.
+    fn release(&self, id: u64) {
+        if let Some(slot) = lock(&self.state).vms.get_mut(&id) {
             slot.busy = false;
             slot.last_used = Instant::now();
         }
-        drop(jobs);
-        Ok((id, boot_ms))
     }
 
     /// Stops idle VM `id`.
@@ -127,6 +156,17 @@ impl WarmSet {
                 state.vms.remove(&id);
                 Ok(())
             }
+        }
+    }
+
+    /// Stops the idle VMs kept from SnapStarts of `snapshot` (the snapshot is gone or
+    /// replaced); busy ones end after their request.
+    pub fn retire(&self, snapshot: &str) {
+        let mut state = lock(&self.state);
+        let of = |slot: &Slot| matches!(&slot.origin, Origin::SnapStart { snapshot: s, .. } if s == snapshot);
+        state.vms.retain(|_, slot| slot.busy || !of(slot));
+        for slot in state.vms.values_mut().filter(|slot| of(slot)) {
+            slot.retired = true;
         }
     }
 
@@ -149,15 +189,7 @@ impl WarmSet {
     ) -> Result<InvokeReport, NodeError> {
         let request = input.resolve(&image.name, Role::Measure)?;
         check_fits(&image.name, &request, mem_size)?;
-        let taken = {
-            let mut state = lock(&self.state);
-            let found =
-                state.vms.iter_mut().find(|(_, s)| !s.busy && s.function == image.name && s.mem_size == mem_size);
-            found.map(|(_, slot)| {
-                slot.busy = true;
-                slot.jobs.clone()
-            })
-        };
+        let taken = self.take(|s| s.origin == Origin::Boot && s.function == image.name && s.mem_size == mem_size);
         let (jobs, boot_ms) = match taken {
             Some(jobs) => (jobs, None),
             None => {
@@ -165,12 +197,63 @@ impl WarmSet {
                 (jobs, Some(boot_ms))
             }
         };
-        let (reply, answer) = mpsc::sync_channel(1);
-        jobs.send(Job { request: request.bytes.into_owned(), timeout, reply }).map_err(|_| RunError::Panicked)?;
-        let sample = answer.recv().map_err(|_| RunError::Panicked)??;
+        let sample = send(&jobs, request.bytes.into_owned(), timeout)?;
         let mut report = InvokeReport::new(image.name.clone(), request.label, "warm", "dram".into(), vec![sample])?;
         report.boot_ms = boot_ms;
         Ok(report)
+    }
+
+    /// A SnapStart whose VM is kept (`keep_warm`). An idle VM kept from an earlier
+    /// SnapStart of the same snapshot with the same strategy serves it, as a warm
+    /// invocation (reported as `warm`). Otherwise a VM is restored for it on its own thread
+    /// (into a shell from the node's stock when there is one), serves it, is trimmed and
+    /// joins the set; with the set full (`--warm-max`) the SnapStart runs as any other and
+    /// its VM ends with it (`kept_warm: false`).
+    pub fn snapstart(&self, node: &Arc<Node>, spec: &InvokeSpec) -> Result<InvokeReport, NodeError> {
+        if spec.concurrency != 1 {
+            return Err(NodeError::Invalid("a SnapStart kept warm restores one VM (concurrency 1)".into()));
+        }
+        let origin = Origin::SnapStart { strategy: spec.strategy, snapshot: spec.snapshot.to_string() };
+        let p = node.prepare(spec)?;
+        if let Some(jobs) = self.take(|s| s.origin == origin) {
+            let sample = send(&jobs, p.request, spec.timeout)?;
+            let mut report = InvokeReport::new(p.function, p.label, "warm", "dram".into(), vec![sample])?;
+            report.kept_warm = Some(true);
+            return Ok(report);
+        }
+        {
+            let state = lock(&self.state);
+            if state.closed {
+                return Err(NodeError::Busy("the node is shutting down".into()));
+            }
+            if state.vms.len() >= self.max {
+                drop(state);
+                let mut report = node.invoke(spec)?;
+                report.kept_warm = Some(false);
+                return Ok(report);
+            }
+        }
+        let shell = node.take_shells(p.mem_size, 1).pop();
+        let make =
+            Make::SnapStart(Box::new(Restore { shell, source: p.source, strategy: p.strategy, request: p.request }));
+        let started = self.spawn(node, (p.function.clone(), p.mem_size, origin), make, spec.timeout);
+        node.refill_shells(p.mem_size);
+        let (id, jobs, _, sample) = started?;
+        self.release(id);
+        drop(jobs);
+        let sample = sample.ok_or(NodeError::Inconsistent)?;
+        let mut report = InvokeReport::new(p.function, p.label, spec.strategy.name(), p.medium, vec![sample])?;
+        report.recorded_with = p.recorded_with;
+        report.kept_warm = Some(true);
+        Ok(report)
+    }
+
+    /// Takes an idle VM that `fits` (marks it busy); its job queue.
+    fn take(&self, fits: impl Fn(&Slot) -> bool) -> Option<Sender<Job>> {
+        let mut state = lock(&self.state);
+        let (_, slot) = state.vms.iter_mut().find(|(_, s)| !s.busy && !s.retired && fits(s))?;
+        slot.busy = true;
+        Some(slot.jobs.clone())
     }
 
     /// Boots a VM on its own thread and registers it as busy (taken by the caller).
@@ -182,6 +265,20 @@ impl WarmSet {
         timeout: Duration,
     ) -> Result<(u64, Sender<Job>, f64), NodeError> {
         let warmup = Input::Default.resolve(&image.name, Role::Measure)?.bytes.into_owned();
+        let make = Make::Boot { elf: image.elf.clone().into_owned(), warmup };
+        let (id, jobs, boot_ms, _) = self.spawn(node, (image.name.clone(), mem_size, Origin::Boot), make, timeout)?;
+        Ok((id, jobs, boot_ms))
+    }
+
+    /// Makes a VM on its own thread and registers it as busy (taken by the caller): its
+    /// id, job queue, the time making it took, and the SnapStart's sample if it was one.
+    fn spawn(
+        &self,
+        node: &Arc<Node>,
+        (function, mem_size, origin): (String, u64, Origin),
+        make: Make,
+        timeout: Duration,
+    ) -> Result<(u64, Sender<Job>, f64, Option<VmSample>), NodeError> {
         let (jobs, inbox) = mpsc::channel();
         let id = {
             let mut state = lock(&self.state);
@@ -197,10 +294,12 @@ impl WarmSet {
             let id = state.next_id;
             state.next_id += 1;
             let slot = Slot {
-                function: image.name.clone(),
+                function,
                 mem_size,
+                origin,
                 busy: true,
                 jobs: jobs.clone(),
+                retired: false,
                 started: SystemTime::now(),
                 last_used: Instant::now(),
                 invocations: 0,
@@ -208,106 +307,22 @@ impl WarmSet {
             state.vms.insert(id, slot);
             id
         };
-        let (booted, boot_result) = mpsc::sync_channel(1);
+        let (made, made_result) = mpsc::sync_channel(1);
         let vm = VmThread {
             state: self.state.clone(),
             id,
             idle_timeout: self.idle_timeout,
             node: node.clone(),
-            elf: image.elf.clone().into_owned(),
             mem_size,
-            warmup,
             timeout,
         };
-        let spawned = std::thread::Builder::new().name(format!("warm-vm-{id}")).spawn(move || vm.run(inbox, booted));
+        let spawned =
+            std::thread::Builder::new().name(format!("warm-vm-{id}")).spawn(move || vm.run(make, inbox, made));
         if let Err(e) = spawned {
             lock(&self.state).vms.remove(&id);
             return Err(NodeError::Busy(format!("cannot start a thread for a warm VM: {e}")));
         }
-        let boot_ms = boot_result.recv().map_err(|_| RunError::Panicked)??;
-        Ok((id, jobs, boot_ms))
-    }
-}
-
-/// A warm VM's thread: what it boots, and its place in the set.
-struct VmThread {
-    state: Arc<Mutex<State>>,
-    id: u64,
-    idle_timeout: Duration,
-    node: Arc<Node>,
-    elf: Vec<u8>,
-    mem_size: u64,
-    warmup: Vec<u8>,
-    timeout: Duration,
-}
-
-/// Takes a VM's slot out of the set when its thread ends, however it ends (a panic in
-/// the VMM included), so a dead VM never counts against `--warm-max`.
-struct Vacate<'a>(&'a Mutex<State>, u64);
-
-impl Drop for Vacate<'_> {
-    fn drop(&mut self) {
-        lock(self.0).vms.remove(&self.1);
-    }
-}
-
-impl VmThread {
-    fn run(self, inbox: Receiver<Job>, booted: SyncSender<Result<f64, NodeError>>) {
-        let _vacate = Vacate(&self.state, self.id);
-        let start = Instant::now();
-        let vm = self
-            .node
-            .hypervisor()
-            .and_then(|hv| Ok(WarmVm::start(hv, &self.elf, self.mem_size, &self.warmup, self.timeout)?));
-        let mut vm = match vm {
-            Ok(vm) => vm,
-            Err(e) => {
-                lock(&self.state).vms.remove(&self.id);
-                let _ = booted.send(Err(e));
-                return;
-            }
-        };
-        let _ = booted.send(Ok(ms(start.elapsed())));
-        loop {
-            match inbox.recv_timeout(self.idle_timeout) {
-                Ok(job) => {
-                    vm.set_timeout(job.timeout);
-                    let result = vm.invoke(&job.request);
-                    let keep = self.finished(result.is_ok());
-                    let _ = job.reply.send(result);
-                    if !keep {
-                        return;
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    let mut state = lock(&self.state);
-                    if state.vms.get(&self.id).is_none_or(|slot| !slot.busy) {
-                        state.vms.remove(&self.id);
-                        return;
-                    }
-                    // Taken just now: its job is on the way.
-                }
-                Err(RecvTimeoutError::Disconnected) => return,
-            }
-        }
-    }
-
-    /// Returns the VM to the set after an invocation; whether the thread keeps it (a
-    /// failed VM, a stopped one, or a closing set's is dropped).
-    fn finished(&self, ok: bool) -> bool {
-        let mut state = lock(&self.state);
-        let closed = state.closed;
-        match state.vms.get_mut(&self.id) {
-            Some(slot) if ok && !closed => {
-                slot.busy = false;
-                slot.invocations += 1;
-                slot.last_used = Instant::now();
-                true
-            }
-            _ => {
-                state.vms.remove(&self.id);
-                false
-            }
-        }
+        let (made_ms, sample) = made_result.recv().map_err(|_| RunError::Panicked)??;
+        Ok((id, jobs, made_ms, sample))
     }
 }

@@ -7,8 +7,6 @@
 //! The new socket is bound in a private directory, set to 0600, and renamed into place, so
 //! it is never reachable with looser permissions.
 
-use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -44,27 +42,11 @@ fn io(path: &Path, what: &'static str) -> impl FnOnce(std::io::Error) -> ListenE
 }
 
 /// The lock a daemon holds on its data directory for as long as it runs.
-pub struct DaemonLock {
-    _file: File,
-}
+pub type DaemonLock = crate::node::data::FileLock;
 
 /// Takes the data directory's daemon lock (fails at once if another process holds it).
 pub fn lock(path: &Path) -> Result<DaemonLock, ListenError> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(io(parent, "create directory"))?;
-    }
-    let file =
-        std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path).map_err(io(path, "open"))?;
-    // SAFETY: flock on a descriptor this function owns; no memory is involved.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let e = std::io::Error::last_os_error();
-        return Err(if e.kind() == std::io::ErrorKind::WouldBlock {
-            ListenError::Locked(path.to_path_buf())
-        } else {
-            io(path, "lock")(e)
-        });
-    }
-    Ok(DaemonLock { _file: file })
+    crate::node::data::try_lock(path).map_err(io(path, "lock"))?.ok_or_else(|| ListenError::Locked(path.to_path_buf()))
 }
 
 /// Removes a stale socket at `path`: only a socket, and only if nobody answers on it.

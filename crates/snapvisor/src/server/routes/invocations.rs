@@ -75,6 +75,8 @@ pub(super) struct InvokeRequest {
     #[serde(default)]
     cold: bool,
     #[serde(default)]
+    keep_warm: bool,
+    #[serde(default)]
     uffd_chunk_kib: Option<u64>,
     #[serde(default)]
     mem_mib: Option<u64>,
@@ -83,20 +85,21 @@ pub(super) struct InvokeRequest {
 }
 
 /// `strategy: "warm"` runs `function` on a warm VM; a restore strategy restores
-/// `snapshot` (default: the function's own snapshot, or pool id for `pass`).
+/// `snapshot` (default: the function's own snapshot, or pool id for `pass`), and with
+/// `keep_warm` keeps the VM for the next such request (see `WarmSet::snapstart`).
 pub(super) async fn invoke(state: St, Json(req): Json<InvokeRequest>) -> Result<Json<InvokeReport>, ApiError> {
     let timeout = state.timeout(req.timeout_ms)?;
     let concurrency = req.concurrency.unwrap_or(1);
+    if (req.keep_warm || req.strategy == "warm") && state.warm_max == 0 {
+        return Err(ApiError::bad_request("warm VMs are off on this daemon (--warm-max 0)"));
+    }
     let report = if req.strategy == "warm" {
-        if req.snapshot.is_some() || req.cold || concurrency != 1 || req.uffd_chunk_kib.is_some() {
+        if req.snapshot.is_some() || req.cold || req.keep_warm || concurrency != 1 || req.uffd_chunk_kib.is_some() {
             return Err(ApiError::bad_request(
-                "a warm invocation takes a function, one VM, and none of snapshot, cold, uffd_chunk_kib",
+                "a warm invocation takes a function, one VM, and none of snapshot, cold, keep_warm, uffd_chunk_kib",
             ));
         }
         let function = req.function.ok_or_else(|| ApiError::bad_request("a warm invocation needs `function`"))?;
-        if state.warm_max == 0 {
-            return Err(ApiError::bad_request("warm VMs are off on this daemon (--warm-max 0)"));
-        }
         let mem_size = state.mem_size(req.mem_mib)?;
         let st = state.0.clone();
         let input = input(req.input, req.input_text, req.input_base64)?;
@@ -132,8 +135,16 @@ pub(super) async fn invoke(state: St, Json(req): Json<InvokeRequest>) -> Result<
             uffd_chunk: usize::try_from(req.uffd_chunk_kib.unwrap_or(4).saturating_mul(1024)).unwrap_or(usize::MAX),
             timeout,
         };
-        let node = state.node.clone();
-        state.admission.run(concurrency, move || node.invoke(&spec)).await?
+        if req.keep_warm {
+            if concurrency != 1 {
+                return Err(ApiError::bad_request("a SnapStart kept warm restores one VM (concurrency 1)"));
+            }
+            let st = state.0.clone();
+            state.admission.run(1, move || st.warm.snapstart(&st.node, &spec)).await?
+        } else {
+            let node = state.node.clone();
+            state.admission.run(concurrency, move || node.invoke(&spec)).await?
+        }
     };
     state.metrics.invocation(&report);
     Ok(Json(report))

@@ -3,6 +3,7 @@
 
 use super::{Json, Path, St};
 use crate::node::catalog::{SnapshotList, SnapshotSummary};
+use crate::node::invoke::SnapshotRef;
 use crate::node::pool::ImportReport;
 use crate::node::snapshots::{RecordReport, SnapshotReport, SnapshotSpec};
 use crate::node::store::check_name;
@@ -20,9 +21,19 @@ pub(super) async fn show(state: St, Path(name): Path<String>) -> Result<Json<Sna
     Ok(Json(state.admission.run(1, move || node.show_snapshot(&name)).await?))
 }
 
+/// The warm VMs kept from SnapStarts of snapshot `name` stop: it is gone or replaced (a
+/// pool snapshot cannot be replaced while a VM holds its lease).
+fn retire_kept_vms(state: &St, name: &str) {
+    if let Ok(dir) = state.node.snapshot_dir(name) {
+        state.warm.retire(&SnapshotRef::Dir(dir).to_string());
+    }
+}
+
 pub(super) async fn remove(state: St, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
     let node = state.node.clone();
-    state.admission.run(1, move || node.delete_snapshot(&name)).await?;
+    retire_kept_vms(&state, &name);
+    let deleted = name.clone();
+    state.admission.run(1, move || node.delete_snapshot(&deleted)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -48,6 +59,9 @@ pub(super) async fn create(
     let mem_size = state.mem_size(req.mem_mib)?;
     let timeout = state.timeout(req.timeout_ms)?;
     let node = state.node.clone();
+    if req.force {
+        retire_kept_vms(&state, req.name.as_deref().unwrap_or(&req.function));
+    }
     let report = state
         .admission
         .run(1, move || {
