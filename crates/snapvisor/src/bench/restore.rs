@@ -25,7 +25,8 @@ pub struct ShellCost {
     pub shells: usize,
     /// Guest memory size they hold.
     pub mem_mib: u64,
-    /// Host memory per idle shell (MemAvailable delta), KiB.
+    /// Host memory per idle shell (delta of what the host holds that no file explains:
+    /// [`MemInfo::held`]), KiB.
     pub kib_each: f64,
     /// Open descriptors per shell.
     pub fds_each: f64,
@@ -48,7 +49,7 @@ pub fn shell_cost(ctx: &Ctx<'_>, n: usize, mem_size: u64) -> Result<ShellCost, B
     let cost = ShellCost {
         shells: n,
         mem_mib: mem_size >> 20,
-        kib_each: before.available().saturating_sub(after.available()) as f64 / 1024.0 / n as f64,
+        kib_each: after.held().saturating_sub(before.held()) as f64 / 1024.0 / n as f64,
         fds_each: open_fds().saturating_sub(fds) as f64 / n as f64,
         create_ms,
     };
@@ -84,5 +85,5 @@ pub fn run(ctx: &Ctx<'_>, fx: &Fixtures, function: &str, rows: &mut Vec<Row>) ->
         }
         ctx.tick();
     }
-    shell_cost(ctx, 16, f.mem_size)
+    shell_cost(ctx, 32, f.mem_size)
 }

@@ -288,7 +288,7 @@ fn restore_phases(md: &mut String, rows: &[Row], shells: Option<&ShellCost>) {
     if let Some(s) = shells {
         let _ = writeln!(
             md,
-            "An idle shell ({} of them, {} MiB guests): {:.0} KiB of host memory and {:.0} descriptors each, {:.2} ms to make.\n",
+            "An idle shell ({} of them, {} MiB guests): {:.0} KiB of host memory (anonymous, unreclaimable slab, vmalloc, page tables, kernel stacks) and {:.0} descriptors each, {:.2} ms to make.\n",
             s.shells, s.mem_mib, s.kib_each, s.fds_each, s.create_ms
         );
     }
