@@ -302,13 +302,13 @@ pub fn headline(md: &mut String, results: &Results) {
             ),
         ],
     ];
-    let at32 = |f: &str, c: &str| {
+    // Median SnapStart of `c` at `n` VMs, if that level ran.
+    let p50_at = |f: &str, c: &str, n: usize| {
         results
             .levels
             .iter()
-            .filter(|l| l.function == f && l.config == c && l.fits)
-            .max_by_key(|l| l.concurrency)
-            .map(|l| (l.concurrency, l.p50_ms))
+            .find(|l| l.function == f && l.config == c && l.fits && l.concurrency == n)
+            .map(|l| l.p50_ms)
     };
     let conc: Vec<String> = results.levels.iter().map(|l| l.function.clone()).fold(Vec::new(), |mut v, f| {
         if !v.contains(&f) {
@@ -317,8 +317,18 @@ pub fn headline(md: &mut String, results: &Results) {
         v
     });
     for f in &conc {
-        if let (Some((n, p)), Some((_, v)), Some((_, fs))) =
-            (at32(f, "pass"), at32(f, "vanilla"), at32(f, "faasnap warm"))
+        // The largest N at which all three ran (a baseline over the time or memory it may
+        // take stops below the others; it is compared where it ran, never across N).
+        let common = results
+            .levels
+            .iter()
+            .filter(|l| l.function == *f)
+            .map(|l| l.concurrency)
+            .filter(|&n| ["pass", "vanilla", "faasnap warm"].iter().all(|c| p50_at(f, c, n).is_some()))
+            .max();
+        let Some(n) = common else { continue };
+        if let (Some(p), Some(v), Some(fs)) =
+            (p50_at(f, "pass", n), p50_at(f, "vanilla", n), p50_at(f, "faasnap warm", n))
         {
             body.push(vec![
                 format!("{f}, concurrency {n}: vs Vanilla, vs FaaSnap (p50)"),
