@@ -4,7 +4,9 @@
 use serde::Serialize;
 use snapvisor_vmm::machine::BootTimes;
 use snapvisor_vmm::metrics::{MemoryUsage, ThreadFaults};
-use snapvisor_vmm::restore::{restore, restore_into, MemoryStrategy, RestoreTimes, Shell, SnapshotSource, Trimmed};
+use snapvisor_vmm::restore::{
+    restore, restore_into, MemoryStrategy, RestoreTimes, RestoredVm, Shell, SnapshotSource, Trimmed,
+};
 use snapvisor_vmm::vstate::stats::KvmCounters;
 use snapvisor_vmm::{Hypervisor, Invocation, MicroVm};
 use std::sync::{Barrier, Mutex};
@@ -131,7 +133,8 @@ pub struct VmSample {
     pub prepared_bytes: u64,
     /// Guest memory resident after the response.
     pub memory: MemoryUsage,
-    /// With [`SnapStartRun::trim`]: what the trim gave back, and the private bytes kept.
+    /// After a trim ([`SnapStartRun::trim`], a VM kept warm): what it gave back, and the
+    /// private bytes kept.
     pub kept: Option<(Trimmed, u64)>,
     /// Whether the VM was restored into a shell made ahead.
     pub in_shell: bool,
@@ -160,10 +163,28 @@ impl VmSample {
         })
     }
 
+    /// Adds what the restore of `restored` did: its phase times, the faults its pager
+    /// served, the bytes it prepared, and whether it went into a shell.
+    pub(crate) fn add_restore(&mut self, restored: &RestoredVm, in_shell: bool) {
+        self.restore = restored.times;
+        self.uffd_faults = restored.pager_report().faults;
+        self.prepared_bytes = restored.prepared_bytes;
+        self.in_shell = in_shell;
+    }
+
     /// Restore plus invocation.
     pub fn total(&self) -> Duration {
         self.restore.total() + self.invoke
     }
+}
+
+/// Trims `restored` between invocations ([`RestoredVm::trim`]) and scans its memory
+/// again: what the trim gave back, and the private bytes the VM keeps.
+pub(crate) fn trim_and_measure(restored: &mut RestoredVm) -> Result<(Trimmed, u64), RunError> {
+    let trimmed = restored.trim()?;
+    let mem = restored.vm.memory()?;
+    let kept = MemoryUsage::scan(mem.mapping().as_ptr(), mem.mapping().len()).unwrap_or_default();
+    Ok((trimmed, kept.private_bytes))
 }
 
 /// How a SnapStart of several VMs runs.
@@ -235,16 +256,10 @@ pub fn snapstart(
         }
         done.wait();
         let (mut restored, mut sample) = result?;
-        sample.in_shell = in_shell;
+        sample.add_restore(&restored, in_shell);
         if run.trim && !restored.trim.is_empty() {
-            let trimmed = restored.trim()?;
-            let mem = restored.vm.memory()?;
-            let kept = MemoryUsage::scan(mem.mapping().as_ptr(), mem.mapping().len()).unwrap_or_default();
-            sample.kept = Some((trimmed, kept.private_bytes));
+            sample.kept = Some(trim_and_measure(&mut restored)?);
         }
-        sample.restore = restored.times;
-        sample.uffd_faults = restored.pager_report().faults;
-        sample.prepared_bytes = restored.prepared_bytes;
         Ok(sample)
     };
     let results: Vec<Result<VmSample, RunError>> = std::thread::scope(|s| {

@@ -7,10 +7,9 @@
 //! per thread) and drops it when it has been idle for the idle timeout, when it failed, or
 //! when it is stopped.
 
-use super::runner::{digest_of, ms, RunError, VmSample};
+use super::runner::{digest_of, ms, trim_and_measure, RunError, VmSample};
 use super::warm::{lock, State};
 use super::{Node, NodeError};
-use snapvisor_vmm::metrics::MemoryUsage;
 use snapvisor_vmm::restore::{restore, restore_into, MemoryStrategy, RestoredVm, Shell, SnapshotSource};
 use snapvisor_vmm::{Hypervisor, MicroVm};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
@@ -66,15 +65,9 @@ impl WarmVm {
         };
         let inv = restored.invoke(request, timeout)?;
         let mut sample = VmSample::measure(0, &restored.vm, inv)?;
-        sample.in_shell = in_shell;
-        sample.restore = restored.times;
-        sample.uffd_faults = restored.pager_report().faults;
-        sample.prepared_bytes = restored.prepared_bytes;
+        sample.add_restore(&restored, in_shell);
         restored.vm.finish(timeout)?;
-        let trimmed = restored.trim()?;
-        let mem = restored.vm.memory()?;
-        let kept = MemoryUsage::scan(mem.mapping().as_ptr(), mem.mapping().len()).unwrap_or_default();
-        sample.kept = Some((trimmed, kept.private_bytes));
+        sample.kept = Some(trim_and_measure(&mut restored)?);
         Ok((WarmVm { held: Held::Restored(restored), timeout }, sample))
     }
 
