@@ -7,7 +7,7 @@
 //! asks for a refill, which one background thread per size makes. The first SnapStart of a
 //! size finds none. Sizes are bounded ([`MAX_SIZES`]): a new one pushes out the shells of
 //! the size used least recently. A shell serves one restore and holds no guest memory
-//! while it waits (about 2 MiB of KVM's structures for a 1 GiB guest and three
+//! while it waits (about 2.6 MiB of KVM's structures for a 1 GiB guest and three
 //! descriptors, measured by the benchmark).
 
 use snapvisor_vmm::restore::Shell;
