@@ -148,6 +148,15 @@ pub fn partial_path(target: &Path) -> Result<PathBuf, FileError> {
     Ok(parent_of(target).join(format!(".{}.partial-{}", name.to_string_lossy(), std::process::id())))
 }
 
+/// Whether `path` names a writer's temporary (`.NAME.partial-PID`, see [`partial_path`]).
+pub fn is_partial(path: &Path) -> bool {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else { return false };
+    name.starts_with('.')
+        && name
+            .rsplit_once(".partial-")
+            .is_some_and(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// The directory holding `path` (`.` for a bare name).
 pub fn parent_of(path: &Path) -> PathBuf {
     match path.parent() {
@@ -295,6 +304,8 @@ mod tests {
     fn only_dead_writers_partials_of_this_name_are_removed() {
         let parent = temp("partials");
         let me = std::process::id();
+        assert!(is_partial(&parent.join(".a.partial-42")) && is_partial(&partial_path(&parent.join("b")).unwrap()));
+        assert!(!is_partial(&parent.join("a.partial-42")) && !is_partial(&parent.join(".a.partial-x")));
         let dead = parent.join(".a.partial-4294967295");
         let dead_file = parent.join(".a.partial-4294967294");
         let live = parent.join(format!(".a.partial-{me}"));

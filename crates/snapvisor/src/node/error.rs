@@ -140,7 +140,9 @@ fn vmm_kind(e: &snapvisor_vmm::Error) -> ErrorKind {
 fn snapshot_kind(e: &SnapshotError) -> ErrorKind {
     match e {
         SnapshotError::Missing(_) => ErrorKind::NotFound,
-        SnapshotError::Exists(_) | SnapshotError::NotASnapshot(_) => ErrorKind::Conflict,
+        SnapshotError::Exists(_) | SnapshotError::NotASnapshot(_) | SnapshotError::Unpublished(_) => {
+            ErrorKind::Conflict
+        }
         _ => ErrorKind::Internal,
     }
 }

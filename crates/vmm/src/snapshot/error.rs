@@ -10,6 +10,10 @@ pub enum SnapshotError {
     /// A file is missing.
     #[error("{}: missing", .0.display())]
     Missing(PathBuf),
+    /// A writer's temporary directory (`.NAME.partial-PID`): being written, or left by a
+    /// writer that was killed; even when complete, not published.
+    #[error("{}: a snapshot still being written (or left by a killed writer), not a snapshot", .0.display())]
+    Unpublished(PathBuf),
     /// A file could not be opened, read or written (I/O failed, a special file, a symbolic
     /// link, larger than the format allows).
     #[error(transparent)]

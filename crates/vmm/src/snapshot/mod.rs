@@ -69,6 +69,11 @@ impl Snapshot {
     /// the memory file's size; not its contents: see [`Snapshot::verify_memory`]).
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, SnapshotError> {
         let dir = dir.as_ref().to_path_buf();
+        // A writer renames its temporary into place once complete; before that (or if it
+        // was killed just before) it is not a snapshot, whatever it holds.
+        if crate::files::is_partial(&dir) {
+            return Err(SnapshotError::Unpublished(dir));
+        }
         let manifest_path = dir.join(MANIFEST);
         let manifest = Manifest::decode(&read_regular(&manifest_path, MANIFEST_MAX)?, &manifest_path)?;
 
