@@ -165,7 +165,11 @@ impl Node {
 
     /// Restores `spec.concurrency` VMs at once and invokes each with the request.
     pub fn invoke(&self, spec: &InvokeSpec) -> Result<InvokeReport, NodeError> {
-        let p = self.prepare(spec)?;
+        self.invoke_prepared(spec, self.prepare(spec)?)
+    }
+
+    /// [`Node::invoke`] of a SnapStart already resolved by [`Node::prepare`].
+    pub(crate) fn invoke_prepared(&self, spec: &InvokeSpec, p: Prepared) -> Result<InvokeReport, NodeError> {
         let n = spec.concurrency.max(1);
         let hv = self.shared_hypervisor()?;
         let ready = self.shells.as_ref().map(|_| Mutex::new(self.take_shells(p.mem_size, n)));

@@ -191,7 +191,7 @@ impl WarmSet {
         check_fits(&image.name, &request, mem_size)?;
         let taken = self.take(|s| s.origin == Origin::Boot && s.function == image.name && s.mem_size == mem_size);
         let (jobs, boot_ms) = match taken {
-            Some(jobs) => (jobs, None),
+            Some(((jobs, _), _, _)) => (jobs, None),
             None => {
                 let (_, jobs, boot_ms) = self.boot(node, image, mem_size, timeout)?;
                 (jobs, Some(boot_ms))
@@ -214,13 +214,25 @@ impl WarmSet {
             return Err(NodeError::Invalid("a SnapStart kept warm restores one VM (concurrency 1)".into()));
         }
         let origin = Origin::SnapStart { strategy: spec.strategy, snapshot: spec.snapshot.to_string() };
-        let p = node.prepare(spec)?;
-        if let Some(jobs) = self.take(|s| s.origin == origin) {
-            let sample = send(&jobs, p.request, spec.timeout)?;
-            let mut report = InvokeReport::new(p.function, p.label, "warm", "dram".into(), vec![sample])?;
+        // A kept VM knows its function and memory size: the snapshot is not opened again.
+        if let Some((jobs, function, mem_size)) = self.take(|s| s.origin == origin) {
+            let answer = spec.input.resolve(&function, Role::Measure).and_then(|request| {
+                check_fits(&function, &request, mem_size)?;
+                Ok(request)
+            });
+            let request = match answer {
+                Ok(request) => request,
+                Err(e) => {
+                    self.release(jobs.1);
+                    return Err(e);
+                }
+            };
+            let sample = send(&jobs.0, request.bytes.into_owned(), spec.timeout)?;
+            let mut report = InvokeReport::new(function, request.label, "warm", "dram".into(), vec![sample])?;
             report.kept_warm = Some(true);
             return Ok(report);
         }
+        let p = node.prepare(spec)?;
         {
             let state = lock(&self.state);
             if state.closed {
@@ -228,7 +240,7 @@ impl WarmSet {
             }
             if state.vms.len() >= self.max {
                 drop(state);
-                let mut report = node.invoke(spec)?;
+                let mut report = node.invoke_prepared(spec, p)?;
                 report.kept_warm = Some(false);
                 return Ok(report);
             }
@@ -248,12 +260,13 @@ impl WarmSet {
         Ok(report)
     }
 
-    /// Takes an idle VM that `fits` (marks it busy); its job queue.
-    fn take(&self, fits: impl Fn(&Slot) -> bool) -> Option<Sender<Job>> {
+    /// Takes an idle VM that `fits` (marks it busy): its job queue and id, its function
+    /// and memory size.
+    fn take(&self, fits: impl Fn(&Slot) -> bool) -> Option<((Sender<Job>, u64), String, u64)> {
         let mut state = lock(&self.state);
-        let (_, slot) = state.vms.iter_mut().find(|(_, s)| !s.busy && !s.retired && fits(s))?;
+        let (&id, slot) = state.vms.iter_mut().find(|(_, s)| !s.busy && !s.retired && fits(s))?;
         slot.busy = true;
-        Some(slot.jobs.clone())
+        Some(((slot.jobs.clone(), id), slot.function.clone(), slot.mem_size))
     }
 
     /// Boots a VM on its own thread and registers it as busy (taken by the caller).
