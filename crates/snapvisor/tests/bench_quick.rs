@@ -75,6 +75,7 @@ const SECTIONS: &[&str] = &[
     "## 6. Ablation",
     "## 7. Cost-effectiveness",
     "## Memory of a pass VM",
+    "## Paging overhead of pass",
     "## Restore phases",
     "## The daemon under load",
 ];
@@ -144,6 +145,17 @@ fn quick_bench_writes_every_section_csv_and_column() {
             assert!(seen.contains(&(function.to_string(), config.to_string())), "e2e: no {function} / {config}");
         }
     }
+    // Pass's own pairs for the paging target: pass only, each paired with a warm invocation,
+    // 4 per function in the quick run; the target line says how many it rests on.
+    let paging = rows(&out_dir, "paging.csv", ROW_COLUMNS);
+    let (config, paired) = (col("config"), col("paired_warm_ms"));
+    for function in ["json", "read-list"] {
+        let pass: Vec<_> = paging.iter().filter(|r| &r[1] == function && &r[config] == "pass").collect();
+        assert_eq!(pass.len(), 4, "paging: {function}");
+        assert!(pass.iter().all(|r| r[paired].parse::<f64>().unwrap() > 0.0), "paging: {function} unpaired");
+    }
+    assert!(paging.iter().all(|r| &r[config] == "pass" || &r[config] == "warm"), "paging: only pass and warm");
+    assert!(targets.contains("(median of 4 pairs)"), "{targets}");
     for name in ["sensitivity.csv", "concurrency.csv", "ablation.csv", "restore.csv"] {
         rows(&out_dir, name, ROW_COLUMNS);
     }

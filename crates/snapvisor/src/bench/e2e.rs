@@ -3,7 +3,8 @@
 //! after a warm invocation of the same input on a warm VM, the pair a moment apart, so that
 //! the slow periods of a shared host cancel out of their difference (the overhead; see [`super::groups::Groups::paging`]
 //! for the part of it that is paging).
-//! The loop is shared with the input-sensitivity experiment.
+//! The loop is shared with the input-sensitivity experiment and with pass's extra pairs
+//! ([`super::paging`]), which run on the same warm VM right after.
 
 use super::fixture::Fixtures;
 use super::measure::{snapstart_n, Vms};
@@ -137,6 +138,9 @@ pub fn run(ctx: &Ctx<'_>, fx: &Fixtures, rows: &mut Vec<Row>) -> Result<(), Benc
             rounds,
         };
         run_paired(ctx, fx, &mut warm, &p, rows)?;
+        if let Some(pass) = setups.iter().find(|s| s.name == "pass") {
+            super::paging::run(ctx, fx, &mut warm, function, request, pass, rows)?;
+        }
     }
     Ok(())
 }

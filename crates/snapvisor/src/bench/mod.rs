@@ -25,6 +25,7 @@ pub mod load;
 pub mod measure;
 pub mod memory;
 pub mod pagecache;
+pub mod paging;
 mod plot;
 pub mod report;
 pub mod restore;
@@ -266,7 +267,7 @@ fn planned_ticks(config: &BenchConfig) -> u64 {
     let e2e_setups = 12;
     let mut n = 0;
     if config.runs(Experiment::E2e) {
-        n += config.functions.len() * config.reps * e2e_setups;
+        n += config.functions.len() * config.reps * (e2e_setups + paging::PAIRS_PER_REP);
     }
     if config.runs(Experiment::Concurrency) {
         let vms: usize = config.concurrency.iter().sum();
@@ -381,7 +382,7 @@ fn write_all(out: &Path, _header: &Header, results: &Results) -> Result<(), Benc
         write_csv(&path, rows).map_err(|e| BenchError::Write(path, e))
     };
     csv("results.csv", &results.rows)?;
-    for experiment in ["e2e", "sensitivity", "concurrency", "ablation", "restore"] {
+    for experiment in ["e2e", paging::EXPERIMENT, "sensitivity", "concurrency", "ablation", "restore"] {
         let rows: Vec<Row> = results.rows.iter().filter(|r| r.experiment == experiment).cloned().collect();
         if !rows.is_empty() {
             csv(&format!("{experiment}.csv"), &rows)?;

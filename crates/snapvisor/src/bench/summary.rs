@@ -33,6 +33,7 @@ pub fn write(header: &Header, results: &Results) -> String {
     ablation(&mut md, &results.rows);
     derived::cost(&mut md, results);
     memory_per_vm(&mut md, results);
+    super::paging::section(&mut md, &results.rows);
     restore_phases(&mut md, &results.rows, results.shells.as_ref());
     if let Some(load) = &results.load {
         md.push_str(&load.markdown);
