@@ -17,9 +17,12 @@ use crate::node::report::percentile;
 use serde::Serialize;
 use snapvisor_functions::catalog::{MEASURE_INPUT, RECORD_INPUT};
 
-/// The configurations compared.
+/// The configurations compared, in the order they run. `cached warm` goes last: at N VMs
+/// it reads N GiB into new memory, and that churn slows whatever runs next on this host
+/// (see docs/benchmarking.md, "Pairing and noise"); last, only the next function's first
+/// configuration follows it, after its untimed warm-up.
 pub const SETUPS: [&str; 7] =
-    ["vanilla", "lazy written", "uffd warm", "reap warm", "faasnap warm", "cached warm", "pass"];
+    ["vanilla", "lazy written", "uffd warm", "reap warm", "faasnap warm", "pass", "cached warm"];
 
 /// One configuration at one level: a row of `concurrency.csv`.
 #[derive(Clone, Debug, Serialize)]

@@ -37,6 +37,20 @@ pub fn rounds(reps: usize, warm_ms: f64) -> usize {
     }
 }
 
+/// The configuration run `k`-th in round `rep` of `n`: each round starts one further on,
+/// and every other round runs backwards, so that a configuration follows a different one
+/// in each round. (A configuration that churns memory — `cached warm` reads a GiB into new
+/// memory, the cold ones evict the page cache — slows the next runs on this host, the warm
+/// invocation paired with them too; in a one-way rotation the same configuration always
+/// came right after it.)
+pub fn order(rep: usize, k: usize, n: usize) -> usize {
+    if rep.is_multiple_of(2) {
+        (rep + k) % n
+    } else {
+        (rep + n * k - k) % n
+    }
+}
+
 /// The measured part of a paired experiment for one function and input.
 pub struct Paired<'a> {
     /// Experiment name.
@@ -54,7 +68,7 @@ pub struct Paired<'a> {
 }
 
 /// Runs `p`: one untimed warm-up of each configuration, then `p.rounds` rounds of every
-/// configuration, each right after a warm invocation on `warm`.
+/// configuration (in [`order`]), each right after a warm invocation on `warm`.
 pub fn run_paired(
     ctx: &Ctx<'_>,
     fx: &Fixtures,
@@ -76,7 +90,7 @@ pub fn run_paired(
     for rep in 0..p.rounds {
         ctx.message(&format!("{}: {} input {label}, round {}/{}", p.experiment, p.function, rep + 1, p.rounds))?;
         for k in 0..n {
-            let setup = &p.setups[(rep + k) % n];
+            let setup = &p.setups[order(rep, k, n)];
             let warm_sample = warm.invoke(request).map_err(err("warm"))?;
             let warm_ctx = Context {
                 experiment: p.experiment,
@@ -148,4 +162,30 @@ pub fn run(ctx: &Ctx<'_>, fx: &Fixtures, rows: &mut Vec<Row>) -> Result<(), Benc
 /// `function`'s input `name`.
 pub fn input(function: &str, name: &str) -> Result<&'static [u8], BenchError> {
     snapvisor_functions::input(function, name).ok_or_else(|| BenchError::UnknownFunction(function.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::order;
+
+    #[test]
+    fn every_round_runs_each_configuration_once_after_a_different_one() {
+        let n = 12;
+        let rounds: Vec<Vec<usize>> = (0..4).map(|rep| (0..n).map(|k| order(rep, k, n)).collect()).collect();
+        for r in &rounds {
+            let mut sorted = r.clone();
+            sorted.sort();
+            assert_eq!(sorted, (0..n).collect::<Vec<_>>(), "{r:?}");
+        }
+        // The configuration before the last one (pass, after cached warm in the forward
+        // rounds) differs between the first two rounds.
+        let before = |r: &[usize], c: usize| r.iter().position(|&x| x == c).and_then(|i| i.checked_sub(1)).map(|i| r[i]);
+        assert_eq!(before(&rounds[0], n - 1), Some(n - 2));
+        assert_ne!(before(&rounds[1], n - 1), Some(n - 2));
+        assert_eq!(order(1, 0, n), 1);
+        assert_eq!(order(1, 1, n), 0);
+        assert_eq!(order(1, 2, n), n - 1);
+        assert_eq!(order(0, 0, 1), 0);
+        assert_eq!(order(1, 0, 1), 0);
+    }
 }

@@ -242,7 +242,7 @@ impl Header {
                 "inputs".into(),
                 "working sets and write sets recorded with input A, measured with input B (sensitivity: recorded with 2, measured with 1, 3–6)".into(),
             ),
-            ("method".into(), format!("one untimed warm-up per configuration; {} rounds in which each configuration runs right after a warm invocation it is paired with (rotating order); medians with (min–max)", config.reps)),
+            ("method".into(), format!("one untimed warm-up per configuration; {} rounds in which each configuration runs right after a warm invocation it is paired with (each round starting one further on, every other one backwards); medians with (min–max)", config.reps)),
         ];
         Header { lines }
     }
