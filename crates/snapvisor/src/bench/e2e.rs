@@ -179,7 +179,8 @@ mod tests {
         }
         // The configuration before the last one (pass, after cached warm in the forward
         // rounds) differs between the first two rounds.
-        let before = |r: &[usize], c: usize| r.iter().position(|&x| x == c).and_then(|i| i.checked_sub(1)).map(|i| r[i]);
+        let before =
+            |r: &[usize], c: usize| r.iter().position(|&x| x == c).and_then(|i| i.checked_sub(1)).map(|i| r[i]);
         assert_eq!(before(&rounds[0], n - 1), Some(n - 2));
         assert_ne!(before(&rounds[1], n - 1), Some(n - 2));
         assert_eq!(order(1, 0, n), 1);
