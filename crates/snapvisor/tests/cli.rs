@@ -9,10 +9,12 @@ use std::process::Command;
 use std::time::Duration;
 use support::*;
 
-fn hostile_image() -> PathBuf {
-    let tmp = std::env::temp_dir().join(format!("snapvisor-hostile-{}.elf", std::process::id()));
-    std::fs::write(&tmp, snapvisor_guest_images::get("hostile").unwrap().elf).unwrap();
-    tmp
+/// The hostile guest's ELF, written into the test's own directory `dir` (tests run in
+/// parallel: a path shared by two of them was rewritten by one while the other read it).
+fn hostile_image(dir: &Path) -> PathBuf {
+    let path = dir.join("hostile.elf");
+    std::fs::write(&path, snapvisor_guest_images::get("hostile").unwrap().elf).unwrap();
+    path
 }
 
 #[test]
@@ -58,7 +60,7 @@ fn failures_exit_non_zero_with_a_clear_message() {
         return;
     }
     let tmp = Tmp::new(&std::env::temp_dir(), "fail");
-    let image = hostile_image();
+    let image = hostile_image(&tmp.0);
     let img = image.to_str().unwrap();
     for (input, expect) in [
         ("panic", "hostile guest panics on purpose"),
@@ -324,7 +326,7 @@ fn guest_text_reaches_the_terminal_escaped() {
         return;
     }
     let tmp = Tmp::new(&std::env::temp_dir(), "escape");
-    let image = hostile_image();
+    let image = hostile_image(&tmp.0);
     let img = image.to_str().unwrap();
     // OSC 52 (clipboard write), a title change, a forged error line, a bidi override.
     let text = "\u{1b}]52;c;aGk=\u{7}\u{1b}]0;pwned\u{7}\r\nerror: forged\u{202e}";
