@@ -10,7 +10,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 
 /// CRC-64/XZ, the checksum of every metadata structure.
-pub const CRC64: crc::Crc<u64> = crc::Crc::<u64>::new(&crc::CRC_64_XZ);
+pub const CRC64: crc::Crc<u64, crc::Table<16>> = crc::Crc::<u64, crc::Table<16>>::new(&crc::CRC_64_XZ);
 
 /// CRC-64/XZ of `bytes`.
 pub fn crc64(bytes: &[u8]) -> u64 {

@@ -81,15 +81,17 @@ impl Pool {
     /// shared lease on its extents (see [`Lease`]).
     pub fn open_snapshot(self: &Arc<Self>, id: &str) -> Result<PoolSnapshot, PoolError> {
         let find = |meta: PoolMeta| meta.snapshots.into_iter().find(|s| s.id == id).ok_or_else(|| self.not_found(id));
-        let entry = find(self.read_meta()?.1)?;
-        if self.file.is_none() {
+        let (generation, meta) = self.read_meta()?;
+        let entry = find(meta)?;
+        let Some(file) = &self.file else {
             return Err(PoolError::InMemory(self.path.clone()));
-        }
-        let lease = Lease::open(&self.path, false).map_err(io_err(&self.path, "open a lease"))?;
+        };
+        let lease = Lease::open(file, false).map_err(io_err(&self.path, "open a lease"))?;
         lease.share(&entry.extents).map_err(io_err(&self.path, "lease extents"))?;
         // Leased now; if the snapshot was removed (and its extents possibly reused) before
-        // the lease was granted, it is no longer the committed entry.
-        if find(self.read_meta()?.1)? != entry {
+        // the lease was granted, it is no longer the committed entry. Generations only
+        // grow, so an unchanged one means no commit came between; otherwise look again.
+        if self.committed_generation() != generation && find(self.read_meta()?.1)? != entry {
             return Err(self.not_found(id));
         }
         let (index, state) = self.load_entry(&entry)?;
