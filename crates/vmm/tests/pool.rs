@@ -269,7 +269,17 @@ fn extents_a_running_vm_maps_are_not_reused_after_rm() {
     let source = SnapshotSource::Pool { pool: pool.clone(), id: "a".into() };
     let mut vm = restore(&hv, &source, strategy(Strategy::Pass).as_ref()).expect("restore");
     pool.remove("a").expect("rm");
+    // The leases are on the mapped file, not on whatever its path names now (here a FIFO,
+    // which an open by path would block on forever).
+    let path = pool.path().to_path_buf();
+    let moved = path.with_extension("moved");
+    std::fs::rename(&path, &moved).unwrap();
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
     let b = pool.import(&snaps.path().join("json"), "b", &mut |_, _| {}).expect("import b");
+    std::fs::remove_file(&path).unwrap();
+    std::fs::rename(&moved, &path).unwrap();
     assert!(b.extents.iter().all(|e| !a.extents.contains(e)), "b reused extents the running VM maps");
     // The VM still reads `a`'s memory.
     assert_eq!(vm.invoke(b"sum", TIMEOUT).expect("invoke").response, expected);

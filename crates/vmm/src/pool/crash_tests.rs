@@ -322,30 +322,7 @@ fn synthetic_snapshot(dir: &Path, chunks: &[u64], seed: u8) {
         let bytes: Vec<u8> = (0..EXTENT).map(|i| (i % 251) as u8 ^ seed | 1).collect();
         memory.write(c * EXTENT, &bytes).unwrap();
     }
-    let layout = crate::snapshot::LayoutRecord {
-        mailbox: 0x20_0000,
-        image_base: 0x40_0000,
-        image_end: 0x40_1000,
-        heap_start: 0x60_0000,
-        heap_end: snapvisor_abi::layout::MIN_MEM_SIZE,
-        stack_top: 0x20_0000,
-    };
-    let vcpu = crate::vstate::vcpu::VcpuState {
-        regs: Default::default(),
-        sregs: Default::default(),
-        xsave: Default::default(),
-        xcrs: Default::default(),
-        debugregs: Default::default(),
-        vcpu_events: Default::default(),
-        mp_state: Default::default(),
-        msrs: vec![(0x10, 1)],
-    };
-    let state = VmState {
-        abi_version: snapvisor_abi::ABI_VERSION,
-        mem_size: snapvisor_abi::layout::MIN_MEM_SIZE,
-        layout,
-        vcpu,
-    };
+    let state = VmState::synthetic(snapvisor_abi::ABI_VERSION, vec![(0x10, 1)]);
     let input = SnapshotInput { function: "synthetic", image: b"image", state, memory: &memory };
     crate::snapshot::write(dir, input, false).unwrap();
 }

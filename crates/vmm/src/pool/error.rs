@@ -142,7 +142,7 @@ pub enum PoolError {
     /// A snapshot id that cannot be stored.
     #[error("snapshot id `{0}` must be 1..=128 visible characters without '/'")]
     Id(String),
-    /// `pool init` on a path that exists.
+    /// `pool init` on a path that exists (a file, or a device that holds a pool).
     #[error("{}: already exists", .0.display())]
     AlreadyExists(PathBuf),
     /// The pool is in process memory (tests, fuzzing): no leases, no mappings of its file.

@@ -44,7 +44,7 @@ impl Pool {
         report.used_extents = meta.used(self.superblock.extents());
         report.snapshots = meta.snapshots.len();
         if generation > 0 {
-            let slot = (generation + 1) % 2;
+            let slot = (generation - 1) % 2;
             let previous =
                 self.slice(slot_offset(slot), SLOT_SIZE).ok().map(|s| PoolMeta::decode_slot(s, generation - 1));
             report.notes.push(match previous {

@@ -50,7 +50,7 @@ impl Pool {
         let mut usable = Vec::new();
         // Free extents that no running VM still maps (it would hold a shared lease).
         let lease = match &self.file {
-            Some(_) => Some(Lease::open(&self.path, true).map_err(io_err(&self.path, "open a lease"))?),
+            Some(file) => Some(Lease::open(file, true).map_err(io_err(&self.path, "open a lease"))?),
             None => None,
         };
         for e in (1..extents).filter(|&e| !owned.is_set(e)) {

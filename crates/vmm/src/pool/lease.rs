@@ -11,7 +11,7 @@
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
-use std::path::Path;
+use std::os::unix::fs::OpenOptionsExt;
 
 use super::format::EXTENT;
 
@@ -23,9 +23,15 @@ pub struct Lease {
 
 impl Lease {
     /// A new open file description of the pool (locks of different descriptions conflict,
-    /// even within one process).
-    pub(crate) fn open(path: &Path, write: bool) -> io::Result<Self> {
-        let file = OpenOptions::new().read(true).write(write).open(path)?;
+    /// even within one process), opened through the pool's own descriptor
+    /// (`/proc/self/fd/N`): whatever its path names now (another file, a FIFO), the locks
+    /// are on the file that is mapped.
+    pub(crate) fn open(pool: &File, write: bool) -> io::Result<Self> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(write)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NONBLOCK)
+            .open(format!("/proc/self/fd/{}", pool.as_raw_fd()))?;
         Ok(Lease { file })
     }
 

@@ -33,6 +33,11 @@ impl Pool {
         self.persist(COMMIT_OFFSET, 8)
     }
 
+    /// The committed generation (the commit record's one 8-byte load).
+    pub(crate) fn committed_generation(&self) -> u64 {
+        self.region.load_u64(COMMIT_OFFSET)
+    }
+
     /// Reads the committed metadata: (generation, bitmap and snapshot table), checked with
     /// [`PoolMeta::check`].
     ///
@@ -45,6 +50,15 @@ impl Pool {
             let generation = self.region.load_u64(COMMIT_OFFSET);
             let slot = self.slice(format::slot_offset(generation % 2), SLOT_SIZE)?;
             let decoded = PoolMeta::decode_slot(slot, generation).and_then(|meta| {
+                // Generations only grow (a restore relies on it); the last one has no next.
+                if generation == u64::MAX {
+                    return Err(format::FormatError::OutOfRange {
+                        what: "generation",
+                        value: generation,
+                        min: 0,
+                        max: u64::MAX - 1,
+                    });
+                }
                 meta.check(self.superblock.size)?;
                 Ok(meta)
             });
@@ -80,5 +94,32 @@ impl Pool {
         self.write_persist(format::slot_offset(next % 2), &slot)?;
         crash_point(op, "slot");
         self.store_commit(next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::region::MappedRegion;
+    use super::*;
+
+    #[test]
+    fn the_last_generation_is_refused_not_wrapped() {
+        const SIZE: u64 = 8 * format::EXTENT;
+        let pool = Pool::create_in_memory(Box::new(MappedRegion::anonymous(SIZE as usize).unwrap()), SIZE).unwrap();
+        let (_, meta) = pool.read_meta().unwrap();
+        // A forged but self-consistent commit: a slot of generation u64::MAX, named by the record.
+        let slot = meta.encode_slot(u64::MAX).unwrap();
+        pool.write_persist(format::slot_offset(u64::MAX % 2), &slot).unwrap();
+        pool.store_commit(u64::MAX).unwrap();
+        let err = pool.read_meta().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                PoolError::Metadata { generation: u64::MAX, source: format::FormatError::OutOfRange { .. }, .. }
+            ),
+            "{err:?}"
+        );
+        // So no commit can follow it (it would wrap to 0, and a restore trusts growth).
+        assert!(pool.remove("nothing").is_err());
     }
 }

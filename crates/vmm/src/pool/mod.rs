@@ -139,7 +139,9 @@ fn open_medium(path: &Path) -> Result<(File, Medium, u64), PoolError> {
 
 impl Pool {
     /// Creates a pool of `size` bytes at `path` (a device, or a file that is created) and
-    /// formats it: superblock, empty snapshot table, commit record.
+    /// formats it: superblock, empty snapshot table, commit record. A device that already
+    /// holds a pool is refused like an existing file ([`PoolError::AlreadyExists`]): its
+    /// snapshots, and any VMM using it, are never formatted away.
     pub fn create(path: &Path, size: u64) -> Result<Self, PoolError> {
         check_size(size)?;
         let is_device = std::fs::metadata(path).is_ok_and(|m| {
@@ -164,6 +166,9 @@ impl Pool {
                 return Err(PoolError::MediumTooSmall { path: path.into(), actual, needed: size });
             }
             let region = map_medium(&file, size, medium, path)?;
+            if is_device && holds_pool(&region) {
+                return Err(PoolError::AlreadyExists(path.into()));
+            }
             Pool::format(path.into(), Some(file), medium, Box::new(region), size)
         });
         if created.is_err() && !is_device {
@@ -320,6 +325,11 @@ impl Pool {
     }
 }
 
+/// Whether `region` starts with a pool's superblock magic.
+fn holds_pool(region: &dyn Region) -> bool {
+    region.bytes(0, format::MAGIC.len() as u64) == format::MAGIC
+}
+
 fn memory_path() -> PathBuf {
     PathBuf::from("(in-memory pool)")
 }
@@ -350,4 +360,18 @@ pub(crate) fn random_uuid() -> [u8; 16] {
     uuid[6] = (uuid[6] & 0x0f) | 0x40; // version 4
     uuid[8] = (uuid[8] & 0x3f) | 0x80; // variant
     uuid
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_formatted_pool_is_recognised_so_a_device_is_never_formatted_twice() {
+        const SIZE: u64 = 8 * EXTENT;
+        let blank = MappedRegion::anonymous(SIZE as usize).unwrap();
+        assert!(!holds_pool(&blank));
+        let pool = Pool::create_in_memory(Box::new(MappedRegion::anonymous(SIZE as usize).unwrap()), SIZE).unwrap();
+        assert!(holds_pool(pool.region.as_ref()));
+    }
 }
