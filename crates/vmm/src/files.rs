@@ -8,8 +8,9 @@
 //!
 //! Writing: [`write_atomic`] builds a file under a temporary name next to its target,
 //! fsyncs it, renames it into place and fsyncs the directory, so a crash leaves the old file
-//! or the new one. Snapshot directories use the same pieces ([`partial_path`],
-//! [`remove_stale_partials`], [`rename2`], [`sync_dir`]) for a whole directory.
+//! or the new one. Snapshot directories use the same pieces ([`Partial`],
+//! [`remove_stale_partials`], [`rename2`], [`sync_dir`]) for a whole directory. Writers of
+//! one target in one process take turns ([`Partial::claim`]): they share its temporary name.
 
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
@@ -17,6 +18,7 @@ use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex, PoisonError};
 
 /// Why a file could not be opened, read or written.
 #[derive(Debug, thiserror::Error)]
@@ -148,6 +150,52 @@ pub fn partial_path(target: &Path) -> Result<PathBuf, FileError> {
     Ok(parent_of(target).join(format!(".{}.partial-{}", name.to_string_lossy(), std::process::id())))
 }
 
+/// The temporary names threads of this process are building under now.
+static BUILDING: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+/// Signalled whenever a name leaves [`BUILDING`].
+static BUILT: Condvar = Condvar::new();
+
+/// The right to build `target` under its temporary name ([`partial_path`]), held until
+/// dropped: another thread of this process writing the same target (two requests to the
+/// daemon for one name) waits for it instead of removing or renaming a half-built file.
+/// Other processes have other names (the process id is in it).
+#[derive(Debug)]
+pub struct Partial {
+    path: PathBuf,
+    key: PathBuf,
+}
+
+impl Partial {
+    /// Waits until no other thread of this process builds `target`, then claims its
+    /// temporary name.
+    pub fn claim(target: &Path) -> Result<Partial, FileError> {
+        let path = partial_path(target)?;
+        // One key however the directory is spelled (where it exists already).
+        let key = std::fs::canonicalize(parent_of(&path))
+            .map(|dir| dir.join(path.file_name().unwrap_or_default()))
+            .unwrap_or_else(|_| path.clone());
+        let mut building = BUILDING.lock().unwrap_or_else(PoisonError::into_inner);
+        while building.contains(&key) {
+            building = BUILT.wait(building).unwrap_or_else(PoisonError::into_inner);
+        }
+        building.push(key.clone());
+        Ok(Partial { path, key })
+    }
+
+    /// The temporary name (`parent/.NAME.partial-PID`).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        let mut building = BUILDING.lock().unwrap_or_else(PoisonError::into_inner);
+        building.retain(|k| k != &self.key);
+        BUILT.notify_all();
+    }
+}
+
 /// Whether `path` names a writer's temporary (`.NAME.partial-PID`, see [`partial_path`]).
 pub fn is_partial(path: &Path) -> bool {
     let Some(name) = path.file_name().and_then(|n| n.to_str()) else { return false };
@@ -202,9 +250,11 @@ pub fn sync_dir(dir: &Path) -> Result<(), FileError> {
 /// Replaces `path` atomically with a file that `write` fills: a temporary file next to it,
 /// fsync, rename over `path` (a symbolic link there is replaced, not followed), fsync of
 /// the directory. On any error the temporary file is removed and `path` is unchanged;
-/// temporary files that dead writers left next to it are removed first.
+/// temporary files that dead writers left next to it are removed first. Two threads
+/// writing one `path` take turns; the last one's file stays.
 pub fn write_atomic(path: &Path, write: impl FnOnce(&mut File) -> io::Result<()>) -> Result<(), FileError> {
-    let tmp = partial_path(path)?;
+    let partial = Partial::claim(path)?;
+    let tmp = partial.path();
     if let Some(name) = path.file_name() {
         remove_stale_partials(&parent_of(path), &name.to_string_lossy());
     }
@@ -212,19 +262,19 @@ pub fn write_atomic(path: &Path, write: impl FnOnce(&mut File) -> io::Result<()>
         || OpenOptions::new().write(true).create_new(true).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(&tmp);
     let mut file = match create() {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            // Left by an earlier writer with this process id.
-            std::fs::remove_file(&tmp).map_err(io_err(&tmp, "remove a stale temporary file"))?;
+            // Left by an earlier writer of this process that failed (none is writing now).
+            std::fs::remove_file(tmp).map_err(io_err(tmp, "remove a stale temporary file"))?;
             create()
         }
         other => other,
     }
-    .map_err(io_err(&tmp, "create"))?;
+    .map_err(io_err(tmp, "create"))?;
     let result = write(&mut file)
-        .map_err(io_err(&tmp, "write"))
-        .and_then(|()| file.sync_all().map_err(io_err(&tmp, "fsync")))
-        .and_then(|()| std::fs::rename(&tmp, path).map_err(io_err(path, "rename into place")));
+        .map_err(io_err(tmp, "write"))
+        .and_then(|()| file.sync_all().map_err(io_err(tmp, "fsync")))
+        .and_then(|()| std::fs::rename(tmp, path).map_err(io_err(path, "rename into place")));
     if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+        let _ = std::fs::remove_file(tmp);
     }
     result?;
     sync_dir(&parent_of(path))
@@ -297,6 +347,37 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), b"two");
         let names: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name()).collect();
         assert_eq!(names.len(), 2, "temporary files left: {names:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn threads_writing_one_file_take_turns() {
+        let dir = temp("turns");
+        let path = dir.join("record");
+        // Each writer fills the file slowly with its own byte; interleaved writers sharing
+        // the temporary name would publish a mix, or fail to rename a file another removed.
+        std::thread::scope(|s| {
+            for byte in [b'a', b'b', b'c', b'd'] {
+                let path = &path;
+                s.spawn(move || {
+                    for _ in 0..20 {
+                        write_atomic(path, |f| {
+                            for _ in 0..16 {
+                                io::Write::write_all(f, &[byte; 256])?;
+                                std::thread::yield_now();
+                            }
+                            Ok(())
+                        })
+                        .unwrap();
+                    }
+                });
+            }
+        });
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(bytes.len(), 4096);
+        assert!(bytes.iter().all(|&b| b == bytes[0]), "writers interleaved");
+        let names: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert_eq!(names.len(), 1, "temporary files left: {names:?}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -283,6 +283,12 @@ fn an_existing_snapshot_is_not_overwritten_without_force() {
         Err(snapvisor_vmm::Error::Snapshot(SnapshotError::NotASnapshot(p))) => assert_eq!(p, other),
         other => panic!("{:?}", other.map(|m| m.function)),
     }
+    // Nor one that merely has a file of the manifest's common name (a web app's).
+    std::fs::write(other.join("manifest.json"), br#"{"name": "webapp", "version": "1.0"}"#).unwrap();
+    match vm.snapshot(&hv, "json", image("json"), &other, true) {
+        Err(snapvisor_vmm::Error::Snapshot(SnapshotError::NotASnapshot(p))) => assert_eq!(p, other),
+        other => panic!("{:?}", other.map(|m| m.function)),
+    }
     assert_eq!(std::fs::read(other.join("data.txt")).unwrap(), b"keep me");
     std::fs::remove_dir_all(&other).unwrap();
     // No temporary directories are left behind.

@@ -5,7 +5,7 @@ use super::store::{self, check_name};
 use super::{Node, NodeError};
 use serde::Serialize;
 use snapvisor_vmm::snapshot::working_set::{WorkingSet, WorkingSetKind};
-use snapvisor_vmm::snapshot::{Snapshot, SnapshotError, MANIFEST};
+use snapvisor_vmm::snapshot::{Snapshot, SnapshotError};
 use std::path::PathBuf;
 
 /// What a snapshot holds.
@@ -119,7 +119,7 @@ impl Node {
         if !dir.is_dir() {
             return Err(NodeError::Missing { what: "snapshot", name: name.into() });
         }
-        if !dir.join(MANIFEST).is_file() {
+        if !snapvisor_vmm::snapshot::is_snapshot(&dir) {
             return Err(SnapshotError::NotASnapshot(dir).into());
         }
         store::remove_atomic(&self.data().snapshots(), name)

@@ -2,7 +2,7 @@
 //! (the daemon's `PUT /functions/NAME`), checked as ELF guests and stored atomically as
 //! `DATA_DIR/images/NAME.elf`.
 
-use super::functions::{describe, read_file, Image, ImageRef, InputListing, MAX_FILE_BYTES};
+use super::functions::{describe, Image, ImageRef, InputListing, MAX_FILE_BYTES};
 use super::store::{self, check_name};
 use super::{Node, NodeError};
 use serde::Serialize;
@@ -83,8 +83,11 @@ impl Node {
         };
         names.sort();
         for name in names {
-            let image = self.image(&name)?;
-            list.push(FunctionEntry::registered(&name, &image.elf));
+            // One unreadable entry (a planted link, a FIFO) does not hide the others.
+            match self.image(&name) {
+                Ok(image) => list.push(FunctionEntry::registered(&name, &image.elf)),
+                Err(e) => tracing::warn!("registered image {name} left out of the listing: {e}"),
+            }
         }
         Ok(list)
     }
@@ -100,8 +103,9 @@ impl Node {
         if builtin(name) {
             return Image::load(&ImageRef::Function(name.into()));
         }
+        // The node's own file: a link planted there is refused, not followed.
         let path = self.data().images().join(file_name(name));
-        match read_file(&path) {
+        match snapvisor_vmm::files::read_regular(&path, MAX_FILE_BYTES).map_err(NodeError::from) {
             Ok(elf) => Ok(Image { name: name.into(), elf: Cow::Owned(elf), builtin: false }),
             Err(e) if e.kind() == super::ErrorKind::NotFound => Err(NodeError::UnknownFunction(name.into())),
             Err(e) => Err(e),
@@ -138,5 +142,27 @@ impl Node {
             return Err(NodeError::UnknownFunction(name.into()));
         }
         store::remove_atomic(&dir, &file_name(name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::data::DataDir;
+
+    #[test]
+    fn a_link_planted_among_the_images_is_refused_and_the_listing_goes_on() {
+        let root = std::env::temp_dir().join(format!("snapvisor-images-{}", std::process::id()));
+        let node = Node::new(DataDir::new(&root));
+        let dir = node.data().images();
+        std::fs::create_dir_all(&dir).unwrap();
+        let secret = root.join("secret");
+        std::fs::write(&secret, b"not for the API").unwrap();
+        std::os::unix::fs::symlink(&secret, dir.join("planted.elf")).unwrap();
+        let err = node.image("planted").err().expect("a link is not followed");
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        let listed = node.functions().expect("the listing survives a bad entry");
+        assert!(listed.iter().any(|f| f.builtin) && !listed.iter().any(|f| f.name == "planted"));
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }

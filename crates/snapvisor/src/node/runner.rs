@@ -18,8 +18,9 @@ pub enum RunError {
     /// The VMM failed.
     #[error(transparent)]
     Vmm(#[from] snapvisor_vmm::Error),
-    /// The function answered `{"error": ...}`.
-    #[error("the function reported an error: {0}")]
+    /// The function answered `{"error": ...}` (the guest's text: shown escaped and
+    /// shortened, like an abort message).
+    #[error("the function reported an error: {}", snapvisor_vmm::escape::Escaped::new(.0))]
     Function(String),
     /// A VM's thread panicked (a bug in snapvisor).
     #[error("the VM's thread panicked")]
@@ -274,4 +275,23 @@ pub fn snapstart(
             r.map_err(|e| if total > 1 { RunError::Concurrent { vm, total, source: Box::new(e) } } else { e })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_guests_error_text_is_shown_escaped_and_shortened() {
+        // A guest may answer up to the response area's 1.5 MiB, terminal escapes included.
+        let text = format!("\u{1b}[2Jforged\nline{}", "x".repeat(1 << 20));
+        let response = serde_json::json!({ "error": text }).to_string();
+        let err = digest_of(response.as_bytes()).unwrap_err();
+        let shown = err.to_string();
+        assert!(matches!(err, RunError::Function(_)));
+        assert!(shown.len() < 4096, "{} bytes shown", shown.len());
+        assert!(!shown.contains('\u{1b}') && !shown.contains('\n'), "{shown:.80}");
+        assert!(shown.contains("more bytes"), "the cut is not said");
+        assert_eq!(digest_of(br#"{"digest":"d"}"#).unwrap().as_deref(), Some("d"));
+    }
 }

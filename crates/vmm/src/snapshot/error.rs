@@ -86,7 +86,7 @@ pub enum SnapshotError {
     #[error("{}: already exists (pass --force to replace it)", .0.display())]
     Exists(PathBuf),
     /// The target exists and is not a snapshot: never replaced.
-    #[error("{}: exists and is not a snapshot (no manifest.json); refusing to replace it", .0.display())]
+    #[error("{}: exists and is not a snapshot (no snapvisor manifest.json); refusing to replace it", .0.display())]
     NotASnapshot(PathBuf),
     /// The VM could not be snapshotted.
     #[error("the VM could not be snapshotted")]

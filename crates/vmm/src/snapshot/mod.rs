@@ -64,6 +64,15 @@ pub struct Snapshot {
     memory: File,
 }
 
+/// Whether `dir` holds a snapshot this program wrote, damaged or not: its `manifest.json` is
+/// a regular file (not a link) within the format's bound with every field of a snapvisor
+/// manifest. What `--force` may replace and a deletion may remove: a directory that merely
+/// has a file of that common name (a web app's, an extension's) is not a snapshot.
+pub fn is_snapshot(dir: &Path) -> bool {
+    read_regular(&dir.join(MANIFEST), MANIFEST_MAX)
+        .is_ok_and(|bytes| serde_json::from_slice::<Manifest>(&bytes).is_ok())
+}
+
 impl Snapshot {
     /// Opens and checks the snapshot in `dir` (reads the manifest and the state file, and
     /// the memory file's size; not its contents: see [`Snapshot::verify_memory`]).

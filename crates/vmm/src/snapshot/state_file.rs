@@ -10,11 +10,12 @@
 //! ```
 //!
 //! postcard is used for its specified, stable wire format. A state file is a few KiB; more
-//! than [`STATE_MAX`] bytes is refused before it is read.
+//! than [`STATE_MAX`] bytes is refused before it is read. A decoded state must speak this
+//! guest ABI and carry only the MSRs a snapshot saves ([`SAVED_MSRS`], each once).
 
 use super::{LayoutRecord, SnapshotError, FORMAT_VERSION};
 use crate::checksum::crc64;
-use crate::vstate::vcpu::VcpuState;
+use crate::vstate::vcpu::{VcpuState, SAVED_MSRS};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -85,5 +86,78 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<(VmState, u64), SnapshotError
     let state: VmState =
         postcard::from_bytes(&bytes[HEADER..end]).map_err(|e| corrupt(&format!("body does not decode: {e}")))?;
     super::manifest::check_mem_size(path, state.mem_size)?;
+    // Checked here too, not only in a directory's manifest: a pool snapshot has none.
+    if state.abi_version != snapvisor_abi::ABI_VERSION {
+        return Err(corrupt(&format!(
+            "guest ABI version {} (this snapvisor speaks {})",
+            state.abi_version,
+            snapvisor_abi::ABI_VERSION
+        )));
+    }
+    // Only the MSRs a snapshot saves, each once: a state file cannot set any other.
+    let mut seen = Vec::with_capacity(SAVED_MSRS.len());
+    for &(index, _) in &state.vcpu.msrs {
+        if !SAVED_MSRS.iter().any(|&(saved, _)| saved == index) || seen.contains(&index) {
+            return Err(corrupt(&format!("MSR {index:#x} is not one a snapshot saves, or appears twice")));
+        }
+        seen.push(index);
+    }
     Ok((state, stored))
+}
+
+#[cfg(test)]
+impl VmState {
+    /// A state of the smallest guest, all registers zero (tests): what the format holds,
+    /// not a guest that runs.
+    pub(crate) fn synthetic(abi_version: u32, msrs: Vec<(u32, u64)>) -> VmState {
+        let mem_size = snapvisor_abi::layout::MIN_MEM_SIZE;
+        VmState {
+            abi_version,
+            mem_size,
+            layout: LayoutRecord {
+                mailbox: 0x20_0000,
+                image_base: 0x40_0000,
+                image_end: 0x40_1000,
+                heap_start: 0x60_0000,
+                heap_end: mem_size,
+                stack_top: 0x20_0000,
+            },
+            vcpu: VcpuState {
+                regs: Default::default(),
+                sregs: Default::default(),
+                xsave: Default::default(),
+                xcrs: Default::default(),
+                debugregs: Default::default(),
+                vcpu_events: Default::default(),
+                mp_state: Default::default(),
+                msrs,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(abi_version: u32, msrs: Vec<(u32, u64)>) -> VmState {
+        VmState::synthetic(abi_version, msrs)
+    }
+
+    #[test]
+    fn only_this_abi_and_the_saved_msrs_are_accepted() {
+        let path = Path::new("vmstate.bin");
+        let decode_of = |s: VmState| decode(&encode(&s).unwrap().0, path);
+        let abi = snapvisor_abi::ABI_VERSION;
+        assert!(decode_of(state(abi, vec![(0x10, 5), (0xc000_0102, 7)])).is_ok());
+        for (bad, why) in [
+            (state(abi + 1, vec![]), "guest ABI version"),
+            // IA32_APIC_BASE, not one a snapshot saves; then a saved one twice.
+            (state(abi, vec![(0x1b, 0)]), "MSR 0x1b"),
+            (state(abi, vec![(0x10, 1), (0x10, 2)]), "MSR 0x10"),
+        ] {
+            let err = decode_of(bad).unwrap_err();
+            assert!(err.to_string().contains(why), "{err}");
+        }
+    }
 }

@@ -6,7 +6,7 @@ use super::{
     FORMAT_VERSION, MANIFEST, MEMORY, STATE,
 };
 use crate::checksum::digest_bytes;
-use crate::files::{parent_of, partial_path, remove_stale_partials, rename2, sync_dir};
+use crate::files::{parent_of, remove_stale_partials, rename2, sync_dir, Partial};
 use crate::vstate::memory::GuestMemory;
 use snapvisor_abi::PAGE_SIZE;
 use std::fs::OpenOptions;
@@ -30,16 +30,18 @@ pub struct SnapshotInput<'a> {
 /// an existing snapshot is swapped for the new one in one atomic exchange once the new one
 /// is complete (a directory that is not a snapshot is never replaced).
 pub fn write(dir: &Path, input: SnapshotInput<'_>, force: bool) -> Result<Manifest, SnapshotError> {
+    let parent = parent_of(dir);
+    std::fs::create_dir_all(&parent).map_err(io_err(&parent, "create directory"))?;
+    // Another thread writing this snapshot finishes first (they share the temporary name).
+    let partial = Partial::claim(dir)?;
+    let tmp = partial.path();
     let existing = dir.exists();
     if existing && !force {
         return Err(SnapshotError::Exists(dir.to_path_buf()));
     }
-    if existing && !dir.join(MANIFEST).exists() {
+    if existing && !super::is_snapshot(dir) {
         return Err(SnapshotError::NotASnapshot(dir.to_path_buf()));
     }
-    let parent = parent_of(dir);
-    std::fs::create_dir_all(&parent).map_err(io_err(&parent, "create directory"))?;
-    let tmp = partial_path(dir)?;
     if let Some(name) = dir.file_name() {
         remove_stale_partials(&parent, &name.to_string_lossy());
     }

@@ -283,7 +283,9 @@ impl Vcpu {
             return Err(VcpuError::UnexpectedExit(format!("KVM refused to restore MSR {index:#x}")));
         }
         self.fd.set_sregs(&state.sregs).map_err(kvm("KVM_SET_SREGS"))?;
-        // SAFETY: the buffer is a complete kvm_xsave saved by KVM_GET_XSAVE on this ABI.
+        // SAFETY: a complete, fixed-size kvm_xsave (KVM_CAP_XSAVE2 is not enabled, so KVM
+        // reads exactly this struct); its bytes come from a state file, and KVM checks
+        // them (it refuses features the vCPU does not have).
         unsafe { self.fd.set_xsave(&state.xsave) }.map_err(kvm("KVM_SET_XSAVE"))?;
         self.fd.set_xcrs(&state.xcrs).map_err(kvm("KVM_SET_XCRS"))?;
         self.fd.set_debug_regs(&state.debugregs).map_err(kvm("KVM_SET_DEBUGREGS"))?;
