@@ -50,8 +50,9 @@ impl Emulation {
     /// Sets up an emulated medium of `kind` under `root` (as root), or a directory on
     /// `/dev/shm` (without): returns the directory to put pools and copies in.
     pub fn new(root: PathBuf, kind: EmulatedKind, huge_pages: u64) -> Result<(Self, PathBuf), BenchError> {
-        let _ = data::destroy_pool(&root); // a killed run may have left one
-                                           // SAFETY: geteuid has no preconditions.
+        // A killed run may have left one.
+        let _ = data::destroy_pool(&root);
+        // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             let dir = Path::new("/dev/shm").join(format!("snapvisor-bench-{}", std::process::id()));
             std::fs::create_dir_all(&dir).map_err(|e| BenchError::Write(dir.clone(), e))?;

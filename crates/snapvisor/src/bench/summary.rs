@@ -3,11 +3,11 @@
 //! targets) are in [`super::derived`].
 
 use super::concurrency::Level;
-use super::derived;
 use super::groups::{ratio, Groups};
 use super::report::{fmt_ms, median, table, Header, Row};
 use super::restore::ShellCost;
 use super::Results;
+use super::{derived, verdicts};
 use std::fmt::Write as _;
 
 /// The whole summary.
@@ -23,8 +23,8 @@ pub fn write(header: &Header, results: &Results) -> String {
         }
     }
     md.push('\n');
-    derived::headline(&mut md, results);
-    derived::targets(&mut md, results);
+    verdicts::headline(&mut md, results);
+    verdicts::targets(&mut md, results);
     e2e(&mut md, &results.rows);
     sensitivity(&mut md, &results.rows);
     concurrency(&mut md, &results.levels);
