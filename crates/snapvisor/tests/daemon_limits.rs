@@ -70,7 +70,8 @@ fn sigterm_lets_in_flight_work_finish_refuses_new_work_and_exits_0() {
             if serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["status"] == "draining" {
                 break;
             }
-            assert!(start.elapsed() < Duration::from_secs(5), "the daemon did not take SIGTERM");
+            // A hang guard, not a speed check: generous for a loaded 2-CPU host.
+            assert!(start.elapsed() < Duration::from_secs(30), "the daemon did not take SIGTERM");
             std::thread::sleep(Duration::from_millis(2));
         }
         for _ in 0..5 {

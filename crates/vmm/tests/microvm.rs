@@ -96,7 +96,8 @@ fn a_guest_that_never_answers_is_stopped_at_the_timeout() {
         Err(Error::Vcpu(VcpuError::Timeout(t))) => assert_eq!(t, Duration::from_millis(300)),
         other => panic!("loop: {other:?}"),
     }
-    assert!(start.elapsed() < Duration::from_secs(30), "the timeout did not stop the guest promptly");
+    // A hang guard (100 × the timeout), not a speed check.
+    assert!(start.elapsed() < Duration::from_secs(30), "the timeout did not stop the guest");
 }
 
 #[test]

@@ -9,6 +9,7 @@ use common::*;
 use snapvisor_functions::catalog::{MEASURE_INPUT, RECORD_INPUT};
 use snapvisor_vmm::metrics::{written_pages, MemoryUsage};
 use snapvisor_vmm::restore::{record, restore, strategy, RestoredVm, SnapshotSource, Strategy};
+use std::io::Write;
 use std::path::Path;
 
 fn private_bytes(vm: &RestoredVm) -> u64 {
@@ -68,7 +69,7 @@ fn a_trimmed_pass_vm_keeps_what_it_wrote_and_answers_again() {
     if thp_on_request() {
         assert!(trimmed.chunks_trimmed >= 1 && kept < at_response, "{trimmed:?}: {at_response} → {kept}");
     } else {
-        eprintln!("skipped: the strict part (transparent huge pages are off on this host)");
+        let _ = writeln!(std::io::stderr(), "skipped: the strict part (transparent huge pages are off on this host)");
     }
 
     // The trimmed VM serves its next request like the host.

@@ -37,7 +37,7 @@
 //! - **Panics** end the VM: the message reaches the VMM as the invocation's error.
 //! - **Logging**: [`println!`] writes a line to the VMM's console (`snapvisor run` shows it).
 //! - **Heap**: `alloc` works (`Vec`, `String`, `Box`, …) over all memory above the image; it
-//!   grows in 2 MiB steps as it is used. [`boot_info`] tells how much there is. What `init`
+//!   grows in 64 KiB steps as it is used. [`boot_info`] tells how much there is. What `init`
 //!   allocates stays where the snapshot has it; requests allocate from an arena above it
 //!   that is zero in the snapshot, so a restored VM's writes land in fresh pages and the
 //!   snapshot's pages stay shared (freeing an init object while serving does not reuse

@@ -57,7 +57,7 @@ pub enum Command {
     Bench(BenchArgs),
     /// Run the node daemon: an HTTP API on a Unix socket (and optionally TCP).
     Serve(ServeArgs),
-    /// The daemon under load from an established HTTP load generator (oha).
+    /// The daemon under load from an established HTTP load generator (autocannon).
     #[command(hide = true)]
     BenchLoad(LoadArgs),
 }
@@ -98,7 +98,7 @@ pub struct RunArgs {
     /// The request.
     #[command(flatten)]
     pub input: InputChoice,
-    /// Guest memory in MiB (a multiple of 2, 16..=16384).
+    /// Guest memory in MiB (a multiple of 2, 32..=16384).
     #[arg(long, default_value_t = crate::node::DEFAULT_MEM_MIB, value_parser = mem_mib)]
     pub mem_mib: u64,
     /// Stop the guest if init or the invocation takes longer.
@@ -118,7 +118,7 @@ pub struct SnapshotArgs {
     /// Snapshot directory [default: DATA_DIR/snapshots/NAME].
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Guest memory in MiB (a multiple of 2, 16..=16384).
+    /// Guest memory in MiB (a multiple of 2, 32..=16384).
     #[arg(long, default_value_t = crate::node::DEFAULT_MEM_MIB, value_parser = mem_mib)]
     pub mem_mib: u64,
     /// Replace an existing snapshot (only once the new one is complete).
@@ -265,7 +265,7 @@ pub enum PoolCommand {
 /// `snapvisor bench`.
 #[derive(Args)]
 pub struct BenchArgs {
-    /// The short variant (about 3 minutes): json and read-list with 256 MiB guests, one
+    /// The short variant (about 2–3 minutes): json and read-list with 256 MiB guests, one
     /// round, concurrency 1 and 2, a short load run; every section still present.
     #[arg(long)]
     pub quick: bool,
@@ -387,7 +387,7 @@ fn concurrency_level(s: &str) -> Result<Option<usize>, String> {
     }
 }
 
-/// Guest memory in MiB: what the guest layout supports (a multiple of 2 MiB, 16 MiB..16 GiB).
+/// Guest memory in MiB: what the guest layout supports (a multiple of 2 MiB, 32 MiB..16 GiB).
 fn mem_mib(s: &str) -> Result<u64, String> {
     let (min, max) = (snapvisor_abi::layout::MIN_MEM_SIZE >> 20, snapvisor_abi::layout::MAX_MEM_SIZE >> 20);
     match s.parse::<u64>() {

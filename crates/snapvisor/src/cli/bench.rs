@@ -25,7 +25,7 @@ fn or(given: Vec<String>, default: Vec<String>) -> Vec<String> {
 pub(super) fn bench(args: BenchArgs, node: &Node) -> Result<(), AnyError> {
     let all: Vec<String> = snapvisor_functions::CATALOG.iter().map(|i| i.name.to_string()).collect();
     let quick = args.quick;
-    // The full run takes 20–25 minutes on 2 cores (more when the host is busy); --quick about 2
+    // The full run takes 20–25 minutes on 2 cores (more when the host is busy); --quick about 2–3
     // (a test runs it).
     let (functions, conc_functions, ablation_functions, levels, reps, sens_reps, mem_mib) = if quick {
         (names(&["json", "read-list"]), names(&["read-list"]), names(&["json"]), vec![1, 2], 1, 1, 256)

@@ -5,8 +5,9 @@
 //! 1. ROOT and ROOT/mnt are opened without following symbolic links, and everything after
 //!    goes through those descriptors (`/proc/self/fd/N`), so swapping a link in meanwhile
 //!    changes nothing; something already mounted at ROOT/mnt is refused.
-//! 2. hugetlbfs with the huge pages reserved (never more than the memory available), or
-//!    tmpfs, is mounted there with source `snapvisor`.
+//! 2. tmpfs with `huge=always` (the default), hugetlbfs with the huge pages reserved (never
+//!    more than the memory available) where the kernel has no huge tmpfs or it is asked
+//!    for, or plain tmpfs, is mounted there with source `snapvisor`.
 //! 3. A marker `.snapvisor-emulation.<token>.<pages added>` is created inside the new mount,
 //!    which only root can write (mode 0700): it is what proves the mount is ours and how
 //!    many huge pages we added.
