@@ -47,7 +47,7 @@ impl Pool {
     pub(crate) fn read_meta(&self) -> Result<(u64, PoolMeta), PoolError> {
         let mut attempts = 0;
         loop {
-            let generation = self.region.load_u64(COMMIT_OFFSET);
+            let generation = self.committed_generation();
             let slot = self.slice(format::slot_offset(generation % 2), SLOT_SIZE)?;
             let decoded = PoolMeta::decode_slot(slot, generation).and_then(|meta| {
                 // Generations only grow (a restore relies on it); the last one has no next.
@@ -62,7 +62,7 @@ impl Pool {
                 meta.check(self.superblock.size)?;
                 Ok(meta)
             });
-            let stable = self.region.load_u64(COMMIT_OFFSET) == generation;
+            let stable = self.committed_generation() == generation;
             return match decoded {
                 Err(_) if !stable && attempts < 100 => {
                     attempts += 1;
