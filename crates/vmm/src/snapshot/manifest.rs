@@ -157,16 +157,7 @@ impl Manifest {
 
     /// Checks the fields against the format's bounds.
     fn check(&self, path: &Path) -> Result<(), SnapshotError> {
-        if self.abi_version != snapvisor_abi::ABI_VERSION {
-            return Err(corrupt(
-                path,
-                format!(
-                    "guest ABI version {} (this snapvisor speaks {})",
-                    self.abi_version,
-                    snapvisor_abi::ABI_VERSION
-                ),
-            ));
-        }
+        check_abi(path, self.abi_version)?;
         if self.state.file != STATE || self.memory.file != MEMORY {
             return Err(corrupt(path, format!("file names must be `{STATE}` and `{MEMORY}`")));
         }
@@ -208,6 +199,15 @@ impl Manifest {
     pub fn memory_digest(&self) -> u64 {
         parse_digest(&self.memory.digest).unwrap_or_default()
     }
+}
+
+/// Checks a guest ABI version read from `path`: the one this snapvisor speaks.
+pub(crate) fn check_abi(path: &Path, abi_version: u32) -> Result<(), SnapshotError> {
+    if abi_version != snapvisor_abi::ABI_VERSION {
+        let speaks = snapvisor_abi::ABI_VERSION;
+        return Err(corrupt(path, format!("guest ABI version {abi_version} (this snapvisor speaks {speaks})")));
+    }
+    Ok(())
 }
 
 /// Checks a guest memory size read from `path`: a multiple of 2 MiB within the layout's

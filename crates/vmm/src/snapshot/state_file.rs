@@ -87,13 +87,7 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<(VmState, u64), SnapshotError
         postcard::from_bytes(&bytes[HEADER..end]).map_err(|e| corrupt(&format!("body does not decode: {e}")))?;
     super::manifest::check_mem_size(path, state.mem_size)?;
     // Checked here too, not only in a directory's manifest: a pool snapshot has none.
-    if state.abi_version != snapvisor_abi::ABI_VERSION {
-        return Err(corrupt(&format!(
-            "guest ABI version {} (this snapvisor speaks {})",
-            state.abi_version,
-            snapvisor_abi::ABI_VERSION
-        )));
-    }
+    super::manifest::check_abi(path, state.abi_version)?;
     // Only the MSRs a snapshot saves, each once: a state file cannot set any other.
     let mut seen = Vec::with_capacity(SAVED_MSRS.len());
     for &(index, _) in &state.vcpu.msrs {
@@ -140,21 +134,17 @@ impl VmState {
 mod tests {
     use super::*;
 
-    fn state(abi_version: u32, msrs: Vec<(u32, u64)>) -> VmState {
-        VmState::synthetic(abi_version, msrs)
-    }
-
     #[test]
     fn only_this_abi_and_the_saved_msrs_are_accepted() {
         let path = Path::new("vmstate.bin");
         let decode_of = |s: VmState| decode(&encode(&s).unwrap().0, path);
         let abi = snapvisor_abi::ABI_VERSION;
-        assert!(decode_of(state(abi, vec![(0x10, 5), (0xc000_0102, 7)])).is_ok());
+        assert!(decode_of(VmState::synthetic(abi, vec![(0x10, 5), (0xc000_0102, 7)])).is_ok());
         for (bad, why) in [
-            (state(abi + 1, vec![]), "guest ABI version"),
+            (VmState::synthetic(abi + 1, vec![]), "guest ABI version"),
             // IA32_APIC_BASE, not one a snapshot saves; then a saved one twice.
-            (state(abi, vec![(0x1b, 0)]), "MSR 0x1b"),
-            (state(abi, vec![(0x10, 1), (0x10, 2)]), "MSR 0x10"),
+            (VmState::synthetic(abi, vec![(0x1b, 0)]), "MSR 0x1b"),
+            (VmState::synthetic(abi, vec![(0x10, 1), (0x10, 2)]), "MSR 0x10"),
         ] {
             let err = decode_of(bad).unwrap_err();
             assert!(err.to_string().contains(why), "{err}");
