@@ -259,7 +259,7 @@ pub fn write_atomic(path: &Path, write: impl FnOnce(&mut File) -> io::Result<()>
         remove_stale_partials(&parent_of(path), &name.to_string_lossy());
     }
     let create =
-        || OpenOptions::new().write(true).create_new(true).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(&tmp);
+        || OpenOptions::new().write(true).create_new(true).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(tmp);
     let mut file = match create() {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
             // Left by an earlier writer of this process that failed (none is writing now).

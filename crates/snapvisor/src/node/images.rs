@@ -159,7 +159,7 @@ mod tests {
         let secret = root.join("secret");
         std::fs::write(&secret, b"not for the API").unwrap();
         std::os::unix::fs::symlink(&secret, dir.join("planted.elf")).unwrap();
-        let err = node.image("planted").err().expect("a link is not followed");
+        let err = node.image("planted").expect_err("a link is not followed");
         assert!(err.to_string().contains("symbolic link"), "{err}");
         let listed = node.functions().expect("the listing survives a bad entry");
         assert!(listed.iter().any(|f| f.builtin) && !listed.iter().any(|f| f.name == "planted"));

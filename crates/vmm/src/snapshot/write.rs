@@ -46,25 +46,25 @@ pub fn write(dir: &Path, input: SnapshotInput<'_>, force: bool) -> Result<Manife
         remove_stale_partials(&parent, &name.to_string_lossy());
     }
     if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(io_err(&tmp, "remove stale temporary directory"))?;
+        std::fs::remove_dir_all(tmp).map_err(io_err(tmp, "remove stale temporary directory"))?;
     }
-    std::fs::create_dir(&tmp).map_err(io_err(&tmp, "create directory"))?;
+    std::fs::create_dir(tmp).map_err(io_err(tmp, "create directory"))?;
 
-    let manifest = match write_files(&tmp, input).and_then(|m| sync_dir(&tmp).map(|_| m).map_err(Into::into)) {
+    let manifest = match write_files(tmp, input).and_then(|m| sync_dir(tmp).map(|_| m).map_err(Into::into)) {
         Ok(m) => m,
         Err(e) => {
-            let _ = std::fs::remove_dir_all(&tmp);
+            let _ = std::fs::remove_dir_all(tmp);
             return Err(e);
         }
     };
     // Into place: without force, only if nothing is there (another writer may have won);
     // with force, exchanged atomically with the old snapshot, which then goes.
     let exchanged = if existing {
-        match rename2(&tmp, dir, libc::RENAME_EXCHANGE) {
+        match rename2(tmp, dir, libc::RENAME_EXCHANGE) {
             Ok(()) => true,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
             Err(e) => {
-                let _ = std::fs::remove_dir_all(&tmp);
+                let _ = std::fs::remove_dir_all(tmp);
                 return Err(io_err(dir, "exchange with the old snapshot")(e));
             }
         }
@@ -72,8 +72,8 @@ pub fn write(dir: &Path, input: SnapshotInput<'_>, force: bool) -> Result<Manife
         false
     };
     if !exchanged {
-        if let Err(e) = rename2(&tmp, dir, libc::RENAME_NOREPLACE) {
-            let _ = std::fs::remove_dir_all(&tmp);
+        if let Err(e) = rename2(tmp, dir, libc::RENAME_NOREPLACE) {
+            let _ = std::fs::remove_dir_all(tmp);
             return Err(if e.kind() == std::io::ErrorKind::AlreadyExists {
                 SnapshotError::Exists(dir.to_path_buf())
             } else {
@@ -84,7 +84,7 @@ pub fn write(dir: &Path, input: SnapshotInput<'_>, force: bool) -> Result<Manife
     sync_dir(&parent)?;
     if exchanged {
         // `tmp` now holds the old snapshot; a crash before this leaves it as a stale partial.
-        std::fs::remove_dir_all(&tmp).map_err(io_err(&tmp, "remove the old snapshot"))?;
+        std::fs::remove_dir_all(tmp).map_err(io_err(tmp, "remove the old snapshot"))?;
     }
     Ok(manifest)
 }
