@@ -6,9 +6,9 @@
 mod common;
 
 use common::*;
-use snapvisor_functions::catalog::{MEASURE_INPUT, RECORD_INPUT};
+use snapvisor_functions::catalog::MEASURE_INPUT;
 use snapvisor_vmm::metrics::{written_pages, MemoryUsage};
-use snapvisor_vmm::restore::{record, restore, strategy, RestoredVm, SnapshotSource, Strategy};
+use snapvisor_vmm::restore::{restore, strategy, Pass, RestoredVm, SnapshotSource, Strategy};
 use std::io::Write;
 use std::path::Path;
 
@@ -29,16 +29,8 @@ fn a_trimmed_pass_vm_keeps_what_it_wrote_and_answers_again() {
     // chameleon: its input B grows the heap over a few 2 MiB chunks, the last one partly.
     let name = "chameleon";
     let info = snapvisor_functions::info(name).expect("built-in function");
-    let mem = info.inputs.iter().map(|i| i.mem_mib).max().unwrap_or(256) << 20;
-    let tmp = TempDir::new("pass-trim");
-    let dir = tmp.path().join(name);
-    let (mut vm, _) = snapvisor_vmm::MicroVm::boot(&hv, image(name), mem).expect("boot");
-    vm.wait_ready(TIMEOUT).expect("init");
-    vm.snapshot(&hv, name, image(name), &dir, false).expect("snapshot");
-    drop(vm);
-    let recorded_with = info.input(RECORD_INPUT).expect("input").request;
+    let (_tmp, dir) = recorded_snapshot(&hv, name, "pass-trim");
     let request = info.input(MEASURE_INPUT).expect("input").request;
-    record(&hv, &dir, recorded_with, RECORD_INPUT, TIMEOUT).expect("record");
     let want = native_digest(name, request);
 
     // What the request writes: the pages a private mapping of the memory file copies.
@@ -54,7 +46,9 @@ fn a_trimmed_pass_vm_keeps_what_it_wrote_and_answers_again() {
     let pool = shm_pool(&shm, 512 << 20);
     pool.import(&dir, name, &mut |_, _| {}).expect("import");
     let source = SnapshotSource::Pool { pool: pool.clone(), id: name.into() };
-    let mut vm = restore(&hv, &source, strategy(Strategy::Pass).as_ref()).expect("restore");
+    // Huge pages at the heap's end too (not 64 KiB folios, where the host has them).
+    let pass = Pass { fresh_folios: false, ..Pass::default() };
+    let mut vm = restore(&hv, &source, &pass).expect("restore");
     assert!(!vm.trim.is_empty(), "pass maps the heap's fresh memory with huge pages");
     let inv = vm.invoke(request, TIMEOUT).expect("invoke");
     assert_eq!(digest(&inv.response), want);

@@ -8,6 +8,7 @@
 //! | `pass no prefault` | nothing mapped before resume |
 //! | `pass no write set` | every pool chunk mapped with 2 MiB pages, split by the first write |
 //! | `pass fresh 4k` | fresh memory (the heap's growth) with 4 KiB pages too |
+//! | `pass no folios` | huge pages, not 64 KiB folios, just above the recording's heap |
 //! | `pass 2m pages` | the pool on hugetlbfs: 2 MiB pages only, a write copies 2 MiB |
 //! | `pass 4k pages` | the pool on tmpfs without huge pages: one KVM fault per 4 KiB |
 //! | `pass shells` | restored into a VM shell made ahead |
@@ -29,7 +30,7 @@ use snapvisor_vmm::snapshot::Snapshot;
 use std::sync::Arc;
 
 /// Configurations compared (the progress bar's count; fewer where a medium cannot be had).
-pub const SETUPS: usize = 9;
+pub const SETUPS: usize = 10;
 
 /// A pool on another medium with the ablation's functions imported; `None` (with why)
 /// where the medium cannot be had here.
@@ -73,6 +74,7 @@ pub fn run(ctx: &Ctx<'_>, fx: &Fixtures, rows: &mut Vec<Row>, notes: &mut Vec<St
         Setup::pass("pass no prefault", pool.clone(), Pass { prefault: false, ..base }),
         Setup::pass("pass no write set", pool.clone(), Pass { write_set: false, ..base }),
         Setup::pass("pass fresh 4k", pool.clone(), Pass { fresh_small_pages: true, ..base }),
+        Setup::pass("pass no folios", pool.clone(), Pass { fresh_folios: false, ..base }),
         Setup { shells: true, ..Setup::pass("pass shells", pool.clone(), base) },
     ];
     list.extend(setups::named(pool, &["lazy written", "vanilla"]));

@@ -14,13 +14,16 @@
 //! | pool, pages recorded written | private, 4 KiB pages | the written pages copied (`MADV_POPULATE_WRITE`); the rest at first touch |
 //! | zero, below the highest pool chunk (mailbox, request area, holes) | anonymous, 4 KiB pages | the recorded written pages |
 //! | zero, above it (where the heap grows), the recording wrote fewer than 64 pages | anonymous, 4 KiB pages | the recorded written pages |
+//! | zero, above it, the chunk just above the highest one the recording wrote | anonymous, 64 KiB folios where the host has them (`vstate/folios.rs`), else huge pages | a page table (one zero page read per chunk) |
 //! | zero, above it, otherwise | anonymous, transparent huge pages | nothing: the first write fills 2 MiB |
 //!
 //! So a VM's private memory is what it writes, at 4 KiB granularity, except where its heap
 //! grows by much: requests allocate densely there (whole chunks), and one fault per 2 MiB
-//! instead of one per 4 KiB is worth the partly used chunk at the top (measured
-//! alternatives in `docs/ARCHITECTURE.md`); and pages the recording saw written cost no
-//! copy-on-write fault after resume. After an invocation,
+//! instead of one per 4 KiB is worth it. Where another input's heap is likely to end — just
+//! above the recording's — 64 KiB folios keep a partly used chunk from costing 2 MiB, at one
+//! KVM fault per 32 KiB written (measured alternatives in `docs/ARCHITECTURE.md`); and
+//! pages the recording saw written cost no copy-on-write fault after resume. After an
+//! invocation,
 //! [`RestoredVm::trim`](super::RestoredVm::trim) can give back the untouched parts of those
 //! fresh huge pages (`restore/trim.rs`). Pages the recording did not see (another input)
 //! are copied on demand, 4 KiB at a time. On a medium with only 2 MiB
@@ -33,6 +36,7 @@ use super::{mem_err, MemoryStrategy, OpenedSnapshot, RestoreError, RestoredMemor
 use crate::pool::format::{Index, Run, EXTENT};
 use crate::pool::medium::Medium;
 use crate::snapshot::PageRange;
+use crate::vstate::folios;
 use crate::vstate::memory::{Advice, GuestMemory, Mapping};
 use snapvisor_abi::PAGE_SIZE;
 use std::path::Path;
@@ -49,11 +53,14 @@ pub struct Pass {
     /// Map fresh memory (above the highest pool chunk) with 4 KiB pages too: private
     /// memory exactly what is written, at one fault per page (an ablation).
     pub fresh_small_pages: bool,
+    /// Map the [`FOLIO_CHUNKS`] chunk(s) above the highest one the recording wrote with
+    /// 64 KiB folios, where the host gives them (`vstate/folios.rs`); huge pages otherwise.
+    pub fresh_folios: bool,
 }
 
 impl Default for Pass {
     fn default() -> Self {
-        Pass { prefault: true, write_set: true, fresh_small_pages: false }
+        Pass { prefault: true, write_set: true, fresh_small_pages: false, fresh_folios: true }
     }
 }
 
@@ -134,49 +141,61 @@ impl Pass {
         }
     }
 
-    /// A zero run, chunk by chunk: below `fresh` (the end of the highest pool run) 4 KiB
-    /// pages with the recorded written pages made ahead; above it, where the heap grows
-    /// into memory the snapshot never had, transparent huge pages — unless the recording
-    /// wrote only a few pages there (then 4 KiB pages, those made ahead), or
+    /// How the zero chunk at `start` with `written` recorded pages is backed.
+    fn backing(&self, start: u64, written: &[PageRange], fresh: &Fresh) -> Backing {
+        let pages: u64 = written.iter().map(|r| r.count).sum();
+        if start < fresh.start || self.fresh_small_pages || (pages > 0 && pages < SPARSE_PAGES) {
+            Backing::Small
+        } else if pages == 0 && fresh.folios.contains(&start) {
+            Backing::Folios
+        } else {
+            Backing::Huge
+        }
+    }
+
+    /// A zero run, chunk by chunk (see the module docs for the table): below `fresh.start`
+    /// 4 KiB pages with the recorded written pages made ahead; above it, where the heap grows
+    /// into memory the snapshot never had, transparent huge pages — except where the
+    /// recording wrote only a few pages (4 KiB pages, those made ahead), just above the
+    /// highest chunk the recording wrote (64 KiB folios, where the host has them), or with
     /// `fresh_small_pages`. Returns the bytes pre-faulted.
     fn prepare_zero_run(
         &self,
         mapping: &Mapping,
         index: &Index,
         run: &Run,
-        fresh: u64,
+        fresh: &Fresh,
         trim: &mut Trim,
     ) -> Result<u64, RestoreError> {
         let mut prepared = 0;
-        // Neighbouring chunks with the same advice get one call: (huge, first byte, end).
-        let mut pending: Option<(bool, u64, u64)> = None;
-        let mut flush = |pending: (bool, u64, u64)| {
-            let (huge, start, end) = pending;
-            if huge {
+        // Neighbouring chunks with the same backing get one call: (backing, first byte, end).
+        let mut pending: Option<(Backing, u64, u64)> = None;
+        let mut flush = |(backing, start, end): (Backing, u64, u64)| match backing {
+            Backing::Huge => {
                 trim.add(start, end);
+                advise(mapping, start, end - start, Advice::HugePage, "advising huge pages for fresh memory")
             }
-            let (advice, what) = if huge {
-                (Advice::HugePage, "advising huge pages for fresh memory")
-            } else {
-                (Advice::NoHugePage, "advising small pages for zero ranges")
-            };
-            advise(mapping, start, end - start, advice, what)
+            Backing::Small => {
+                advise(mapping, start, end - start, Advice::NoHugePage, "advising small pages for zero ranges")
+            }
+            Backing::Folios => {
+                trim.add_folios(start, end);
+                prepare_folios(mapping, start, end)
+            }
         };
         for chunk in run.guest / EXTENT..(run.guest + run.len) / EXTENT {
-            let written = self.written(index, chunk);
-            let pages: u64 = written.iter().map(|r| r.count).sum();
-            let sparse = !written.is_empty() && pages < SPARSE_PAGES;
-            let huge = chunk * EXTENT >= fresh && !sparse && !self.fresh_small_pages;
             let start = chunk * EXTENT;
+            let written = self.written(index, chunk);
+            let backing = self.backing(start, &written, fresh);
             match pending {
-                Some((h, first, end)) if h == huge && end == start => pending = Some((h, first, start + EXTENT)),
+                Some((b, first, end)) if b == backing && end == start => pending = Some((b, first, start + EXTENT)),
                 _ => {
-                    if let Some(p) = pending.replace((huge, start, start + EXTENT)) {
+                    if let Some(p) = pending.replace((backing, start, start + EXTENT)) {
                         flush(p)?;
                     }
                 }
             }
-            if !huge {
+            if backing == Backing::Small {
                 prepared += self.copy_ahead(mapping, &written)?;
             }
         }
@@ -185,6 +204,63 @@ impl Pass {
         }
         Ok(prepared)
     }
+
+    /// Where fresh memory starts, and which of its chunks take 64 KiB folios: the
+    /// [`FOLIO_CHUNKS`] above the highest chunk the recording wrote, where another input's
+    /// heap is likely to end (when `folios_here`, the host has such folios, and
+    /// `fresh_folios` is on).
+    fn fresh(&self, index: &Index, folios_here: bool) -> Fresh {
+        let start = index.runs.iter().filter(|r| r.pool.is_some()).map(|r| r.guest + r.len).max().unwrap_or(0);
+        if !self.fresh_folios || self.fresh_small_pages || !folios_here {
+            return Fresh { start, folios: 0..0 };
+        }
+        let reach = index.written.last().map_or(0, |r| (r.first + r.count) * PAGE_SIZE);
+        let first = reach.div_ceil(EXTENT).saturating_mul(EXTENT).max(start);
+        Fresh { start, folios: first..first.saturating_add(FOLIO_CHUNKS * EXTENT) }
+    }
+}
+
+/// How a chunk of zero memory is backed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Backing {
+    /// 4 KiB pages.
+    Small,
+    /// 64 KiB folios: one host fault per 64 KiB, on shadow paging one KVM fault per 32 KiB.
+    Folios,
+    /// Transparent huge pages: one fault per 2 MiB.
+    Huge,
+}
+
+/// Fresh memory of a restore: where it starts (the end of the highest pool run) and the
+/// guest bytes whose unrecorded chunks take 64 KiB folios.
+struct Fresh {
+    start: u64,
+    folios: std::ops::Range<u64>,
+}
+
+/// Chunks above the recording's highest written chunk that take 64 KiB folios: the one
+/// where an input a little larger than the recording's ends, partly used. An input that
+/// fills it instead costs 64 more KVM faults (~1 ms on shadow paging), the bound on what
+/// folios can cost a restore; more chunks were measured to cost more than they saved
+/// (`docs/ARCHITECTURE.md`, "Where the heap ends").
+pub const FOLIO_CHUNKS: u64 = 1;
+
+/// Maps `[start, end)` (2 MiB aligned) for 64 KiB folios: a page table in each chunk, made
+/// by reading its last page while huge pages are off (the zero page is mapped), so that
+/// the guest's first write there cannot take a whole 2 MiB page; then advised again, for
+/// the folios. (A kernel allocates folios of an advised size only for advised memory.)
+fn prepare_folios(mapping: &Mapping, start: u64, end: u64) -> Result<(), RestoreError> {
+    advise(mapping, start, end - start, Advice::NoHugePage, "advising small pages for folio chunks")?;
+    for chunk in (start..end).step_by(EXTENT as usize) {
+        advise(
+            mapping,
+            chunk + EXTENT - PAGE_SIZE,
+            PAGE_SIZE,
+            Advice::PopulateRead,
+            "mapping a page table per folio chunk",
+        )?;
+    }
+    advise(mapping, start, end - start, Advice::HugePage, "advising 64 KiB folios")
 }
 
 impl MemoryStrategy for Pass {
@@ -205,7 +281,7 @@ impl MemoryStrategy for Pass {
         let index = snapshot.index();
         let fd = pool.fd()?;
         // Where the guest's heap grows into memory the snapshot never had.
-        let fresh = index.runs.iter().filter(|r| r.pool.is_some()).map(|r| r.guest + r.len).max().unwrap_or(0);
+        let fresh = self.fresh(index, folios::available());
         let mut prepared = 0;
         let mut trim = Trim::default();
         for run in &index.runs {
@@ -227,7 +303,7 @@ impl MemoryStrategy for Pass {
                 }
                 None => {
                     mapping.map_anonymous(at, len).map_err(mem_err("mapping zero ranges"))?;
-                    self.prepare_zero_run(&mapping, index, run, fresh, &mut trim)?
+                    self.prepare_zero_run(&mapping, index, run, &fresh, &mut trim)?
                 }
             };
         }
@@ -254,5 +330,44 @@ mod tests {
         for ok in [Medium::FsDax, Medium::EmulatedHugetlbfs, Medium::EmulatedTmpfs { huge: true }] {
             assert!(require_private_mappings(ok, Path::new("/p")).is_ok());
         }
+    }
+
+    #[test]
+    fn zero_chunks_take_small_pages_folios_or_huge_pages_by_where_they_lie() {
+        let pass = Pass::default();
+        let fresh = Fresh { start: 4 * EXTENT, folios: 6 * EXTENT..8 * EXTENT };
+        let few = [PageRange { first: 0, count: SPARSE_PAGES - 1 }];
+        let many = [PageRange { first: 0, count: 512 }];
+        assert_eq!(pass.backing(2 * EXTENT, &[], &fresh), Backing::Small, "below fresh memory");
+        assert_eq!(pass.backing(4 * EXTENT, &few, &fresh), Backing::Small, "a few recorded pages");
+        assert_eq!(pass.backing(5 * EXTENT, &many, &fresh), Backing::Huge, "recorded dense");
+        assert_eq!(pass.backing(5 * EXTENT, &[], &fresh), Backing::Huge, "below the folio chunks");
+        assert_eq!(pass.backing(6 * EXTENT, &[], &fresh), Backing::Folios);
+        assert_eq!(pass.backing(7 * EXTENT, &[], &fresh), Backing::Folios);
+        assert_eq!(pass.backing(8 * EXTENT, &[], &fresh), Backing::Huge, "above the folio chunks");
+        let small = Pass { fresh_small_pages: true, ..pass };
+        assert_eq!(small.backing(6 * EXTENT, &[], &fresh), Backing::Small);
+    }
+
+    #[test]
+    fn folio_chunks_start_above_the_highest_recorded_write_and_not_below_fresh_memory() {
+        let run = |guest, len, pool| Run { guest, len, pool, flags: 0 };
+        let mut index = Index {
+            mem_size: 64 * EXTENT,
+            runs: vec![run(0, 10 * EXTENT, Some(0)), run(10 * EXTENT, 54 * EXTENT, None)],
+            // The highest write ends inside chunk 12.
+            written: vec![PageRange { first: 3, count: 2 }, PageRange { first: 12 * 512 + 7, count: 1 }],
+            recorded_with: Some("A".into()),
+        };
+        let pass = Pass::default();
+        let fresh = pass.fresh(&index, true);
+        assert_eq!(fresh.start, 10 * EXTENT);
+        assert_eq!(fresh.folios, 13 * EXTENT..(13 + FOLIO_CHUNKS) * EXTENT);
+        // Nothing recorded in fresh memory: the folios start where it does.
+        index.written.truncate(1);
+        assert_eq!(pass.fresh(&index, true).folios, 10 * EXTENT..(10 + FOLIO_CHUNKS) * EXTENT);
+        // No folios on this host, or turned off: none.
+        assert!(pass.fresh(&index, false).folios.is_empty());
+        assert!(Pass { fresh_folios: false, ..pass }.fresh(&index, true).folios.is_empty());
     }
 }

@@ -26,10 +26,12 @@ use std::time::{Duration, Instant};
 /// A chunk with fewer all-zero pages than this (256 KiB) keeps its huge page.
 pub const MIN_ZERO_PAGES: usize = 64;
 
-/// The fresh memory a restore mapped with huge pages: guest byte ranges, 2 MiB aligned.
+/// The fresh memory a restore mapped with huge pages, and with 64 KiB folios: guest byte
+/// ranges, 2 MiB aligned.
 #[derive(Clone, Debug, Default)]
 pub struct Trim {
     ranges: Vec<(u64, u64)>,
+    folios: Vec<(u64, u64)>,
 }
 
 /// What a trim did.
@@ -50,16 +52,19 @@ impl Trim {
     /// Adds the range `[start, end)` (2 MiB aligned), merging it with the previous one when
     /// they touch.
     pub fn add(&mut self, start: u64, end: u64) {
-        debug_assert!(start.is_multiple_of(HUGE_PAGE_SIZE) && end.is_multiple_of(HUGE_PAGE_SIZE));
-        match self.ranges.last_mut() {
-            Some((_, last_end)) if *last_end == start => *last_end = end,
-            _ => self.ranges.push((start, end)),
-        }
+        push_range(&mut self.ranges, start, end);
+    }
+
+    /// Adds a range mapped with 64 KiB folios: nothing to give back, but a trim marks it for
+    /// small pages, so that the kernel's background collapsing (khugepaged) does not turn its
+    /// partly used chunks into whole huge pages while the VM lives.
+    pub fn add_folios(&mut self, start: u64, end: u64) {
+        push_range(&mut self.folios, start, end);
     }
 
     /// Whether there is nothing to trim.
     pub fn is_empty(&self) -> bool {
-        self.ranges.is_empty()
+        self.ranges.is_empty() && self.folios.is_empty()
     }
 
     /// Trims the chunks of `memory` in the ranges (see the module docs). The caller makes
@@ -70,6 +75,9 @@ impl Trim {
         let mut done = Trimmed::default();
         let (chunk, page) = (HUGE_PAGE_SIZE as usize, PAGE_SIZE as usize);
         let mut buf = vec![0u8; page];
+        for &(start, end) in &self.folios {
+            mapping.advise(start as usize, (end - start) as usize, Advice::NoHugePage)?;
+        }
         for &(start, end) in &self.ranges {
             let resident = mapping.resident_pages(start as usize, (end - start) as usize)?;
             for (i, pages) in resident.chunks(chunk / page).enumerate() {
@@ -106,6 +114,15 @@ impl Trim {
         }
         done.duration = started.elapsed();
         Ok(done)
+    }
+}
+
+/// Appends `[start, end)` (2 MiB aligned) to `ranges`, merged with the last when they touch.
+fn push_range(ranges: &mut Vec<(u64, u64)>, start: u64, end: u64) {
+    debug_assert!(start.is_multiple_of(HUGE_PAGE_SIZE) && end.is_multiple_of(HUGE_PAGE_SIZE));
+    match ranges.last_mut() {
+        Some((_, last_end)) if *last_end == start => *last_end = end,
+        _ => ranges.push((start, end)),
     }
 }
 
@@ -189,5 +206,48 @@ mod tests {
         // the zero page and is dropped, which frees nothing private).
         let again = trim.run(&memory).expect("trim");
         assert_eq!(private(&memory), kept, "{again:?}");
+    }
+
+    /// The `VmFlags` of the mapping holding `addr`, from /proc/self/smaps.
+    fn vm_flags(addr: usize) -> String {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").expect("smaps");
+        let mut inside = false;
+        for line in smaps.lines() {
+            let range = line.split_whitespace().next().and_then(|r| r.split_once('-'));
+            if let Some((a, b)) =
+                range.and_then(|(a, b)| Some((usize::from_str_radix(a, 16).ok()?, usize::from_str_radix(b, 16).ok()?)))
+            {
+                inside = (a..b).contains(&addr);
+            } else if inside && line.starts_with("VmFlags:") {
+                return line.to_string();
+            }
+        }
+        panic!("no mapping holds {addr:#x}")
+    }
+
+    #[test]
+    fn a_trim_marks_folio_chunks_for_small_pages_and_keeps_their_bytes() {
+        let memory = fresh_memory(4 * HUGE_PAGE_SIZE);
+        let mut trim = Trim::default();
+        assert!(trim.is_empty());
+        trim.add_folios(0, HUGE_PAGE_SIZE);
+        trim.add_folios(HUGE_PAGE_SIZE, 2 * HUGE_PAGE_SIZE);
+        assert!(!trim.is_empty());
+        memory.write(HUGE_PAGE_SIZE + 5, b"kept").unwrap();
+        let base = memory.mapping().as_ptr() as usize;
+        assert!(!vm_flags(base).contains(" nh"), "{}", vm_flags(base));
+
+        let done = trim.run(&memory).expect("trim");
+
+        // khugepaged may not collapse them any more: advised for small pages.
+        for chunk in 0..2 {
+            let flags = vm_flags(base + (chunk * HUGE_PAGE_SIZE) as usize);
+            assert!(flags.contains(" nh") && !flags.contains(" hg"), "{flags}");
+        }
+        assert!(vm_flags(base + (3 * HUGE_PAGE_SIZE) as usize).contains(" hg"));
+        let mut bytes = [0u8; 4];
+        memory.read(HUGE_PAGE_SIZE + 5, &mut bytes).unwrap();
+        assert_eq!(&bytes, b"kept");
+        assert_eq!(done.chunks_scanned, 0, "folio chunks are not scanned: {done:?}");
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod console;
 pub mod exit;
+pub mod folios;
 pub mod kvm;
 pub mod memory;
 pub mod stats;

@@ -141,3 +141,20 @@ pub fn take_snapshot(hv: &Hypervisor, name: &str, dir: &std::path::Path) -> snap
     vm.wait_ready(TIMEOUT).expect("init");
     vm.snapshot(hv, name, image(name), dir, false).expect("snapshot")
 }
+
+/// A snapshot of built-in function `name` with the memory its largest input needs, in a new
+/// temporary directory (tagged `tag`), its working and write sets recorded with input A.
+pub fn recorded_snapshot(hv: &Hypervisor, name: &str, tag: &str) -> (TempDir, PathBuf) {
+    use snapvisor_functions::catalog::RECORD_INPUT;
+    let info = snapvisor_functions::info(name).expect("built-in function");
+    let mem = info.inputs.iter().map(|i| i.mem_mib).max().unwrap_or(256) << 20;
+    let tmp = TempDir::new(tag);
+    let dir = tmp.path().join(name);
+    let (mut vm, _) = snapvisor_vmm::MicroVm::boot(hv, image(name), mem).expect("boot");
+    vm.wait_ready(TIMEOUT).expect("init");
+    vm.snapshot(hv, name, image(name), &dir, false).expect("snapshot");
+    drop(vm);
+    let recorded_with = info.input(RECORD_INPUT).expect("input").request;
+    snapvisor_vmm::restore::record(hv, &dir, recorded_with, RECORD_INPUT, TIMEOUT).expect("record");
+    (tmp, dir)
+}
