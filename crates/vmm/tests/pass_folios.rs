@@ -3,7 +3,8 @@
 //! a chunk A never reached, and keeps no more private memory at its response than it wrote
 //! plus 1 MiB (with a huge page there it kept 1.7 MiB more). Needs root: the test turns the
 //! host's 64 KiB folios on for its run and puts the setting back. One test in its own
-//! binary, so that no other test runs while the setting is changed.
+//! binary, so that no other test of this suite runs while the setting is changed (other
+//! processes on the host see it meanwhile; it changes only memory advised for huge pages).
 
 mod common;
 
@@ -14,6 +15,8 @@ use snapvisor_vmm::vstate::folios::{self, Folios};
 use std::io::Write;
 use std::path::Path;
 
+const SETTING: &str = "/sys/kernel/mm/transparent_hugepage/hugepages-64kB/enabled";
+
 fn private_bytes(vm: &RestoredVm) -> u64 {
     let m = vm.vm.memory().unwrap().mapping();
     snapvisor_vmm::metrics::written_pages(m.as_ptr(), m.len()).unwrap().len() as u64 * 4096
@@ -23,13 +26,34 @@ fn private_bytes(vm: &RestoredVm) -> u64 {
 fn a_heap_ending_beyond_the_recording_keeps_what_it_wrote_plus_little() {
     let test = "a_heap_ending_beyond_the_recording_keeps_what_it_wrote_plus_little";
     let Some(hv) = hypervisor_as_root(test) else { return };
-    let _folios = match folios::enable() {
+    let setting = TempDir::new("pass-folios-setting");
+    let record = setting.path().join("record");
+    let before = std::fs::read_to_string(SETTING).unwrap_or_default();
+    // As a run killed while it held the setting leaves it: its record, and `madvise`.
+    let killed_run = before.contains("[never]");
+    if killed_run {
+        std::fs::write(&record, "never\n").unwrap();
+        std::fs::write(SETTING, "madvise").unwrap();
+    }
+    let folios = match folios::enable(&record) {
         Folios::Unavailable(why) => {
+            // Where the setting exists and was off, only larger sizes being allowed excuse it.
+            let larger = [128, 256, 512, 1024].iter().any(|kib| {
+                let path = format!("/sys/kernel/mm/transparent_hugepage/hugepages-{kib}kB/enabled");
+                std::fs::read_to_string(path).is_ok_and(|v| !v.contains("[never]"))
+            });
+            assert!(!killed_run || larger, "64 KiB folios could not be turned on: {why}");
             let _ = writeln!(std::io::stderr(), "skipped: no 64 KiB folios here: {why} ({test})");
             return;
         }
         on => on,
     };
+    if killed_run {
+        // The killed run's change was undone, then made again by this one, recorded.
+        assert!(matches!(folios, Folios::Enabled(_)), "{folios}");
+        assert!(folios.to_string().contains("was `never`"), "{folios}");
+        assert_eq!(std::fs::read_to_string(&record).unwrap(), "never\n");
+    }
     assert!(folios::available());
     let name = "chameleon";
     let info = snapvisor_functions::info(name).expect("built-in function");
@@ -62,6 +86,17 @@ fn a_heap_ending_beyond_the_recording_keeps_what_it_wrote_plus_little() {
         private[0],
         private[1]
     );
+    // The setting is put back, its record gone.
+    drop(folios);
+    assert_eq!(std::fs::read_to_string(SETTING).unwrap_or_default(), before);
+    assert!(!record.exists());
+
     let bound = written + (1 << 20);
     assert!(private[0] <= bound, "{} private bytes with folios, bound {bound}", private[0]);
+    // The test would pass without folios if the huge page did too: it does not.
+    if thp_on_request() {
+        assert!(private[1] > bound, "{} private bytes with a huge page, bound {bound}", private[1]);
+    } else {
+        let _ = writeln!(std::io::stderr(), "skipped: the huge-page comparison (transparent huge pages are off here)");
+    }
 }

@@ -17,12 +17,6 @@ fn private_bytes(vm: &RestoredVm) -> u64 {
     MemoryUsage::scan(m.as_ptr(), m.len()).expect("pagemap").private_bytes
 }
 
-/// Whether the host gives anonymous memory transparent huge pages on request.
-fn thp_on_request() -> bool {
-    std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
-        .is_ok_and(|s| s.contains("[always]") || s.contains("[madvise]"))
-}
-
 #[test]
 fn a_trimmed_pass_vm_keeps_what_it_wrote_and_answers_again() {
     let Some(hv) = hypervisor("a_trimmed_pass_vm_keeps_what_it_wrote_and_answers_again") else { return };

@@ -5,7 +5,7 @@
 //! | configuration | what changes |
 //! |---|---|
 //! | `pass` | everything (2 MiB reads, 4 KiB copy-on-write, write set, pre-fault) |
-//! | `pass no prefault` | nothing mapped before resume |
+//! | `pass no prefault` | nothing mapped before resume (but the folio chunk's page table) |
 //! | `pass no write set` | every pool chunk mapped with 2 MiB pages, split by the first write |
 //! | `pass fresh 4k` | fresh memory (the heap's growth) with 4 KiB pages too |
 //! | `pass no folios` | huge pages, not 64 KiB folios, just above the recording's heap |

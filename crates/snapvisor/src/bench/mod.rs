@@ -158,8 +158,8 @@ pub fn run(hv: &Hypervisor, config: &BenchConfig) -> Result<String, BenchError> 
     let mut results = Results::default();
 
     // `pass` maps where a heap may end with 64 KiB folios where the host has them (as root,
-    // turned on for this run and put back after; see vstate/folios.rs).
-    let folios = snapvisor_vmm::vstate::folios::enable();
+    // turned on for this run and put back after, also after a killed run; vstate/folios.rs).
+    let folios = snapvisor_vmm::vstate::folios::enable(&config.data.bench_folios_record());
     let fixtures =
         fixture::build(hv, &config.data, &functions, config.mem_size, config.pool_medium, config.timeout, &|m| {
             ctx.message(m)

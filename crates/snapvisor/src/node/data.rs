@@ -91,6 +91,12 @@ impl DataDir {
     pub fn bench_pool_root(&self) -> PathBuf {
         self.root.join("bench-pool")
     }
+
+    /// The 64 KiB folio setting a benchmark run changed, to be put back
+    /// (`vstate/folios.rs`).
+    pub fn bench_folios_record(&self) -> PathBuf {
+        self.root.join("bench-folios")
+    }
 }
 
 /// An exclusive `flock` on a file, held until dropped; the kernel releases it when the

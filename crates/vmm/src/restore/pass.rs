@@ -21,7 +21,7 @@
 //! grows by much: requests allocate densely there (whole chunks), and one fault per 2 MiB
 //! instead of one per 4 KiB is worth it. Where another input's heap is likely to end — just
 //! above the recording's — 64 KiB folios keep a partly used chunk from costing 2 MiB, at one
-//! KVM fault per 32 KiB written (measured alternatives in `docs/ARCHITECTURE.md`); and
+//! KVM fault per 32 KiB written on shadow paging (measured alternatives in `docs/ARCHITECTURE.md`); and
 //! pages the recording saw written cost no copy-on-write fault after resume. After an
 //! invocation,
 //! [`RestoredVm::trim`](super::RestoredVm::trim) can give back the untouched parts of those
@@ -170,13 +170,15 @@ impl Pass {
         let mut prepared = 0;
         // Neighbouring chunks with the same backing get one call: (backing, first byte, end).
         let mut pending: Option<(Backing, u64, u64)> = None;
+        // Returns the bytes pre-faulted (a folio chunk's page-table page).
         let mut flush = |(backing, start, end): (Backing, u64, u64)| match backing {
             Backing::Huge => {
                 trim.add(start, end);
-                advise(mapping, start, end - start, Advice::HugePage, "advising huge pages for fresh memory")
+                advise(mapping, start, end - start, Advice::HugePage, "advising huge pages for fresh memory").map(|_| 0)
             }
             Backing::Small => {
                 advise(mapping, start, end - start, Advice::NoHugePage, "advising small pages for zero ranges")
+                    .map(|_| 0)
             }
             Backing::Folios => {
                 trim.add_folios(start, end);
@@ -191,7 +193,7 @@ impl Pass {
                 Some((b, first, end)) if b == backing && end == start => pending = Some((b, first, start + EXTENT)),
                 _ => {
                     if let Some(p) = pending.replace((backing, start, start + EXTENT)) {
-                        flush(p)?;
+                        prepared += flush(p)?;
                     }
                 }
             }
@@ -200,7 +202,7 @@ impl Pass {
             }
         }
         if let Some(p) = pending {
-            flush(p)?;
+            prepared += flush(p)?;
         }
         Ok(prepared)
     }
@@ -248,8 +250,10 @@ pub const FOLIO_CHUNKS: u64 = 1;
 /// Maps `[start, end)` (2 MiB aligned) for 64 KiB folios: a page table in each chunk, made
 /// by reading its last page while huge pages are off (the zero page is mapped), so that
 /// the guest's first write there cannot take a whole 2 MiB page; then advised again, for
-/// the folios. (A kernel allocates folios of an advised size only for advised memory.)
-fn prepare_folios(mapping: &Mapping, start: u64, end: u64) -> Result<(), RestoreError> {
+/// the folios. (A kernel allocates folios of an advised size only for advised memory; the
+/// chunk's last 64 KiB, holding that page, take 4 KiB pages.) Done also without
+/// pre-faulting: it is how the chunk is mapped. Returns the bytes read-mapped.
+fn prepare_folios(mapping: &Mapping, start: u64, end: u64) -> Result<u64, RestoreError> {
     advise(mapping, start, end - start, Advice::NoHugePage, "advising small pages for folio chunks")?;
     for chunk in (start..end).step_by(EXTENT as usize) {
         advise(
@@ -260,7 +264,8 @@ fn prepare_folios(mapping: &Mapping, start: u64, end: u64) -> Result<(), Restore
             "mapping a page table per folio chunk",
         )?;
     }
-    advise(mapping, start, end - start, Advice::HugePage, "advising 64 KiB folios")
+    advise(mapping, start, end - start, Advice::HugePage, "advising 64 KiB folios")?;
+    Ok((end - start) / EXTENT * PAGE_SIZE)
 }
 
 impl MemoryStrategy for Pass {
@@ -369,5 +374,46 @@ mod tests {
         // No folios on this host, or turned off: none.
         assert!(pass.fresh(&index, false).folios.is_empty());
         assert!(Pass { fresh_folios: false, ..pass }.fresh(&index, true).folios.is_empty());
+    }
+
+    /// `AnonHugePages` (bytes) of the mappings that start inside `[addr, addr + len)`, from
+    /// smaps (neighbouring chunks with the same advice are one mapping).
+    fn anon_huge_bytes(addr: usize, len: usize) -> u64 {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").expect("smaps");
+        let (mut inside, mut total) = (false, 0);
+        for line in smaps.lines() {
+            let range = line.split_whitespace().next().and_then(|r| r.split_once('-'));
+            if let Some(a) = range.and_then(|(a, _)| usize::from_str_radix(a, 16).ok()) {
+                inside = (addr..addr + len).contains(&a);
+            } else if let Some(kib) = line.strip_prefix("AnonHugePages:").filter(|_| inside) {
+                total += kib.trim().trim_end_matches("kB").trim().parse::<u64>().expect("kB") << 10;
+            }
+        }
+        total
+    }
+
+    #[test]
+    fn a_folio_chunk_never_takes_a_huge_page_and_its_neighbour_does() {
+        let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default();
+        if !thp.contains("[always]") && !thp.contains("[madvise]") {
+            eprintln!("skipped: transparent huge pages are off here");
+            return;
+        }
+        let len = 2 * EXTENT as usize;
+        let mapping = Mapping::reserve(len).expect("reserve");
+        mapping.map_anonymous(0, len).expect("anonymous");
+        advise(&mapping, 0, 2 * EXTENT, Advice::HugePage, "test").unwrap();
+        assert_eq!(prepare_folios(&mapping, 0, EXTENT).unwrap(), PAGE_SIZE);
+        let memory = GuestMemory::new(mapping).expect("view");
+        for chunk in 0..2 {
+            memory.write(chunk * EXTENT + 8192, &[1]).unwrap();
+        }
+        // Both chunks were written; only the neighbour may hold a huge page.
+        let base = memory.mapping().as_ptr() as usize;
+        match anon_huge_bytes(base, len) {
+            huge if huge == EXTENT => {}
+            0 => eprintln!("skipped: the control chunk got no huge page either (memory fragmented?)"),
+            huge => panic!("{huge} bytes of huge pages: the folio chunk took one"),
+        }
     }
 }

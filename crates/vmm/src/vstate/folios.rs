@@ -10,20 +10,31 @@
 //!
 //! The setting is the kernel's `/sys/kernel/mm/transparent_hugepage/hugepages-64kB/enabled`
 //! (Linux 6.8+), `never` by default. [`enable`] sets it to `madvise` — which changes only
-//! memory some process advised for huge pages — and the returned guard writes the old value
-//! back, unless somebody else changed it in between.
+//! memory some process advised for huge pages — after writing the old value to a record
+//! file; the returned guard writes the old value back and removes the record, unless
+//! somebody else changed the setting in between. A run killed before that leaves the
+//! record, and the next [`enable`] with it puts the setting back first.
+//!
+//! [`available`] is what `pass` asks at every restore: it reads the settings at most once a
+//! second, so a changed setting is seen within a second without a file read per restore.
 
-use std::io;
-use std::path::Path;
-use std::sync::atomic::{AtomicU8, Ordering};
+use crate::files::{read_regular, write_atomic, FileError};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
-const THP: &str = "/sys/kernel/mm/transparent_hugepage/enabled";
+const THP_DIR: &str = "/sys/kernel/mm/transparent_hugepage";
 const FOLIOS: &str = "/sys/kernel/mm/transparent_hugepage/hugepages-64kB/enabled";
 /// What [`enable`] writes.
 const ADVISED: &str = "madvise";
+/// The values the setting can take (what a record may hold).
+const VALUES: [&str; 4] = ["always", "inherit", "madvise", "never"];
+/// How long [`available`] trusts its last reading.
+const FRESH_FOR: Duration = Duration::from_secs(1);
 
-/// Cached answer of [`available`]: 0 not read yet, 1 no, 2 yes.
-static AVAILABLE: AtomicU8 = AtomicU8::new(0);
+/// The last reading of [`available`]: when, and the answer.
+static LAST: Mutex<Option<(Instant, bool)>> = Mutex::new(None);
 
 /// The selected value of a sysfs THP setting: the bracketed word of `always [madvise] never`.
 fn selected(text: &str) -> Option<&str> {
@@ -32,36 +43,71 @@ fn selected(text: &str) -> Option<&str> {
     Some(&text[start..start + len])
 }
 
-fn read_selected(path: &str) -> io::Result<String> {
+fn read_selected(path: &Path) -> io::Result<String> {
     let text = std::fs::read_to_string(path)?;
-    selected(&text)
-        .map(str::to_owned)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("{path}: no selected value in {text:?}")))
+    selected(&text).map(str::to_owned).ok_or_else(|| {
+        io::Error::new(io::ErrorKind::InvalidData, format!("{}: no selected value in {text:?}", path.display()))
+    })
 }
 
-/// Whether memory advised `MADV_HUGEPAGE` gets 64 KiB folios, given the two settings.
-fn advised_gets_folios(folios: &str, thp: &str) -> bool {
-    match folios {
+/// Whether memory advised `MADV_HUGEPAGE` gets folios of a size with setting `size`, given
+/// the global setting `thp`.
+fn advised_gets(size: &str, thp: &str) -> bool {
+    match size {
         "always" | "madvise" => true,
         "inherit" => matches!(thp, "always" | "madvise"),
         _ => false,
     }
 }
 
-/// Whether this host gives 64 KiB folios to memory advised `MADV_HUGEPAGE` (false on a
-/// kernel without the setting). Read once; [`enable`] and its guard update the answer.
+/// Whether advised memory gets 64 KiB folios and no larger size below 2 MiB, given each
+/// size's setting (KiB, value) and the global one. A larger size would be taken first.
+fn only_64k(sizes: &[(u64, String)], thp: &str) -> bool {
+    let allowed = |kib: u64| sizes.iter().any(|(k, v)| *k == kib && advised_gets(v, thp));
+    allowed(64) && !sizes.iter().any(|(k, v)| *k > 64 && *k < 2048 && advised_gets(v, thp))
+}
+
+/// Each folio size's setting on this host (KiB, selected value).
+fn read_sizes() -> io::Result<Vec<(u64, String)>> {
+    let mut sizes = Vec::new();
+    for entry in std::fs::read_dir(THP_DIR)? {
+        let name = entry?.file_name();
+        let Some(kib) = name.to_str().and_then(|n| n.strip_prefix("hugepages-")?.strip_suffix("kB")?.parse().ok())
+        else {
+            continue;
+        };
+        // Some sizes have a setting for shared memory only (8 KiB here): not for anonymous.
+        match read_selected(&Path::new(THP_DIR).join(&name).join("enabled")) {
+            Ok(value) => sizes.push((kib, value)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(sizes)
+}
+
+fn read_available() -> bool {
+    let thp = read_selected(&Path::new(THP_DIR).join("enabled")).unwrap_or_default();
+    read_sizes().is_ok_and(|sizes| only_64k(&sizes, &thp))
+}
+
+/// Whether this host gives 64 KiB folios (and no larger ones below 2 MiB) to memory advised
+/// `MADV_HUGEPAGE`; false on a kernel without the setting. Read at most once a second.
 pub fn available() -> bool {
-    match AVAILABLE.load(Ordering::Relaxed) {
-        1 => false,
-        2 => true,
+    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+    match *last {
+        Some((at, yes)) if at.elapsed() < FRESH_FOR => yes,
         _ => {
-            let yes = read_selected(FOLIOS)
-                .ok()
-                .is_some_and(|f| advised_gets_folios(&f, &read_selected(THP).unwrap_or_default()));
-            AVAILABLE.store(if yes { 2 } else { 1 }, Ordering::Relaxed);
+            let yes = read_available();
+            *last = Some((Instant::now(), yes));
             yes
         }
     }
+}
+
+/// Forgets the last reading (after the setting was changed here).
+fn forget() {
+    *LAST.lock().unwrap_or_else(|e| e.into_inner()) = None;
 }
 
 /// What [`enable`] found or did.
@@ -71,7 +117,7 @@ pub enum Folios {
     Already,
     /// Turned on for as long as the guard lives.
     Enabled(Enabled),
-    /// Not available, with why (an old kernel, or not root).
+    /// Not available, with why (an old kernel, larger folios allowed too, or not root).
     Unavailable(String),
 }
 
@@ -85,44 +131,98 @@ impl std::fmt::Display for Folios {
     }
 }
 
-/// The setting as [`enable`] found it; written back on drop.
+/// The setting as [`enable`] found it, and its record; written back on drop.
 #[derive(Debug)]
 pub struct Enabled {
     previous: String,
+    record: PathBuf,
 }
 
-/// Turns 64 KiB folios on for advised memory if the host does not give them yet (needs root).
-pub fn enable() -> Folios {
-    let folios = match read_selected(FOLIOS) {
+/// Reads a record: none, or one of the setting's values and nothing else.
+fn read_record(record: &Path) -> Result<Option<String>, String> {
+    let bytes = match read_regular(record, 64) {
+        Ok(bytes) => bytes,
+        Err(FileError::Missing(_)) => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    let value = String::from_utf8_lossy(&bytes).trim().to_string();
+    if VALUES.contains(&value.as_str()) {
+        Ok(Some(value))
+    } else {
+        Err(format!("{}: not a THP setting: {value:?}", record.display()))
+    }
+}
+
+/// Puts the setting back to `previous` if it still holds what [`enable`] wrote; returns why
+/// not otherwise.
+fn put_back(previous: &str) -> Result<(), String> {
+    match read_selected(Path::new(FOLIOS)) {
+        Ok(now) if now == ADVISED => {
+            std::fs::write(FOLIOS, previous).map_err(|e| format!("could not put {FOLIOS} back to {previous}: {e}"))
+        }
+        Ok(now) => Err(format!("{FOLIOS} was changed to {now} meanwhile; left alone")),
+        Err(e) => Err(format!("{FOLIOS}: {e}")),
+    }
+}
+
+/// Turns 64 KiB folios on for advised memory if the host does not give them yet (needs
+/// root), recording the old value in `record` first. A record left by a killed run is
+/// undone before anything else.
+pub fn enable(record: &Path) -> Folios {
+    match read_record(record) {
+        Ok(Some(previous)) => {
+            if let Err(why) = put_back(&previous) {
+                tracing::warn!("{why}");
+            }
+            let _ = std::fs::remove_file(record);
+        }
+        Ok(None) => {}
+        Err(why) => return Folios::Unavailable(format!("a damaged record, left alone: {why}")),
+    }
+    forget();
+    let folios = match read_selected(Path::new(FOLIOS)) {
         Ok(f) => f,
         Err(e) => return Folios::Unavailable(format!("{FOLIOS}: {e}")),
     };
-    if advised_gets_folios(&folios, &read_selected(THP).unwrap_or_default()) {
-        AVAILABLE.store(2, Ordering::Relaxed);
+    if available() {
         return Folios::Already;
     }
-    match std::fs::write(Path::new(FOLIOS), ADVISED) {
-        Ok(()) => {
-            AVAILABLE.store(2, Ordering::Relaxed);
-            Folios::Enabled(Enabled { previous: folios })
-        }
-        Err(e) => Folios::Unavailable(format!("cannot set {FOLIOS}: {e}")),
+    let thp = read_selected(&Path::new(THP_DIR).join("enabled")).unwrap_or_default();
+    if advised_gets(&folios, &thp) {
+        return Folios::Unavailable("larger folios than 64 KiB are allowed too".into());
     }
+    if !VALUES.contains(&folios.as_str()) {
+        return Folios::Unavailable(format!("{FOLIOS}: unknown value {folios:?}"));
+    }
+    if let Err(e) = write_atomic(record, |f| writeln!(f, "{folios}")) {
+        return Folios::Unavailable(format!("cannot record the setting: {e}"));
+    }
+    let set = std::fs::write(FOLIOS, ADVISED);
+    forget();
+    let why = match set {
+        Ok(()) if available() => {
+            return Folios::Enabled(Enabled { previous: folios, record: record.to_path_buf() });
+        }
+        Ok(()) => {
+            if let Err(why) = put_back(&folios) {
+                tracing::warn!("{why}");
+            }
+            "larger folios than 64 KiB are allowed too".to_string()
+        }
+        Err(e) => format!("cannot set {FOLIOS}: {e}"),
+    };
+    let _ = std::fs::remove_file(record);
+    forget();
+    Folios::Unavailable(why)
 }
 
 impl Drop for Enabled {
     fn drop(&mut self) {
-        AVAILABLE.store(0, Ordering::Relaxed);
-        // Only our own change is undone.
-        match read_selected(FOLIOS) {
-            Ok(now) if now == ADVISED => {
-                if let Err(e) = std::fs::write(Path::new(FOLIOS), &self.previous) {
-                    tracing::warn!("could not put {FOLIOS} back to {}: {e}", self.previous);
-                }
-            }
-            Ok(now) => tracing::warn!("{FOLIOS} was changed to {now} meanwhile; left alone"),
-            Err(e) => tracing::warn!("{FOLIOS}: {e}"),
+        if let Err(why) = put_back(&self.previous) {
+            tracing::warn!("{why}");
         }
+        let _ = std::fs::remove_file(&self.record);
+        forget();
     }
 }
 
@@ -139,13 +239,41 @@ mod tests {
     }
 
     #[test]
-    fn advised_memory_gets_folios_when_the_size_or_its_inheritance_allows() {
-        assert!(advised_gets_folios("madvise", "never"));
-        assert!(advised_gets_folios("always", "never"));
-        assert!(advised_gets_folios("inherit", "madvise"));
-        assert!(advised_gets_folios("inherit", "always"));
-        assert!(!advised_gets_folios("inherit", "never"));
-        assert!(!advised_gets_folios("never", "always"));
-        assert!(!advised_gets_folios("", ""));
+    fn advised_memory_gets_a_size_when_it_or_its_inheritance_allows() {
+        assert!(advised_gets("madvise", "never"));
+        assert!(advised_gets("always", "never"));
+        assert!(advised_gets("inherit", "madvise"));
+        assert!(advised_gets("inherit", "always"));
+        assert!(!advised_gets("inherit", "never"));
+        assert!(!advised_gets("never", "always"));
+        assert!(!advised_gets("", ""));
+    }
+
+    #[test]
+    fn only_64k_means_no_larger_size_below_2_mib() {
+        let sizes = |v: &[(u64, &str)]| v.iter().map(|(k, s)| (*k, s.to_string())).collect::<Vec<_>>();
+        let host = [(16, "never"), (64, "madvise"), (128, "never"), (1024, "never"), (2048, "inherit")];
+        assert!(only_64k(&sizes(&host), "madvise"));
+        assert!(!only_64k(&sizes(&[(64, "never"), (2048, "inherit")]), "madvise"));
+        assert!(!only_64k(&sizes(&[(64, "madvise"), (128, "inherit")]), "madvise"), "128 KiB would be taken");
+        assert!(only_64k(&sizes(&[(64, "madvise"), (128, "inherit")]), "never"));
+        assert!(only_64k(&sizes(&[(32, "always"), (64, "madvise")]), "never"), "smaller sizes do not matter");
+        assert!(!only_64k(&[], "always"), "a kernel without the setting");
+    }
+
+    #[test]
+    fn a_record_holds_one_of_the_settings_values_or_is_refused() {
+        let dir = std::env::temp_dir().join(format!("snapvisor-folios-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let record = dir.join("folios");
+        std::fs::write(&record, "never\n").unwrap();
+        assert_eq!(read_record(&record).unwrap().as_deref(), Some("never"));
+        std::fs::write(&record, "[never] always\n").unwrap();
+        assert!(read_record(&record).is_err());
+        std::fs::write(&record, vec![b'x'; 100]).unwrap();
+        assert!(read_record(&record).is_err(), "longer than any value");
+        std::fs::remove_file(&record).unwrap();
+        assert_eq!(read_record(&record), Ok(None));
+        std::fs::remove_dir(&dir).unwrap();
     }
 }

@@ -158,3 +158,9 @@ pub fn recorded_snapshot(hv: &Hypervisor, name: &str, tag: &str) -> (TempDir, Pa
     snapvisor_vmm::restore::record(hv, &dir, recorded_with, RECORD_INPUT, TIMEOUT).expect("record");
     (tmp, dir)
 }
+
+/// Whether the host gives anonymous memory transparent huge pages on request.
+pub fn thp_on_request() -> bool {
+    std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
+        .is_ok_and(|s| s.contains("[always]") || s.contains("[madvise]"))
+}
