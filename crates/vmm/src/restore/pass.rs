@@ -54,13 +54,14 @@ pub struct Pass {
     /// memory exactly what is written, at one fault per page (an ablation).
     pub fresh_small_pages: bool,
     /// Map the [`FOLIO_CHUNKS`] chunk(s) above the highest one the recording wrote with
-    /// 64 KiB folios, where the host gives them (`vstate/folios.rs`); huge pages otherwise.
+    /// 64 KiB folios (huge pages otherwise). By default: whether the host gives them
+    /// (`vstate/folios.rs`, read once per process, so before any restore is timed).
     pub fresh_folios: bool,
 }
 
 impl Default for Pass {
     fn default() -> Self {
-        Pass { prefault: true, write_set: true, fresh_small_pages: false, fresh_folios: true }
+        Pass { prefault: true, write_set: true, fresh_small_pages: false, fresh_folios: folios::available() }
     }
 }
 
@@ -209,11 +210,10 @@ impl Pass {
 
     /// Where fresh memory starts, and which of its chunks take 64 KiB folios: the
     /// [`FOLIO_CHUNKS`] above the highest chunk the recording wrote, where another input's
-    /// heap is likely to end (when `folios_here`, the host has such folios, and
-    /// `fresh_folios` is on).
-    fn fresh(&self, index: &Index, folios_here: bool) -> Fresh {
+    /// heap is likely to end (with `fresh_folios`).
+    fn fresh(&self, index: &Index) -> Fresh {
         let start = index.runs.iter().filter(|r| r.pool.is_some()).map(|r| r.guest + r.len).max().unwrap_or(0);
-        if !self.fresh_folios || self.fresh_small_pages || !folios_here {
+        if !self.fresh_folios || self.fresh_small_pages {
             return Fresh { start, folios: 0..0 };
         }
         let reach = index.written.last().map_or(0, |r| (r.first + r.count) * PAGE_SIZE);
@@ -286,7 +286,7 @@ impl MemoryStrategy for Pass {
         let index = snapshot.index();
         let fd = pool.fd()?;
         // Where the guest's heap grows into memory the snapshot never had.
-        let fresh = self.fresh(index, folios::available());
+        let fresh = self.fresh(index);
         let mut prepared = 0;
         let mut trim = Trim::default();
         for run in &index.runs {
@@ -364,16 +364,16 @@ mod tests {
             written: vec![PageRange { first: 3, count: 2 }, PageRange { first: 12 * 512 + 7, count: 1 }],
             recorded_with: Some("A".into()),
         };
-        let pass = Pass::default();
-        let fresh = pass.fresh(&index, true);
+        let pass = Pass { fresh_folios: true, ..Pass::default() };
+        let fresh = pass.fresh(&index);
         assert_eq!(fresh.start, 10 * EXTENT);
         assert_eq!(fresh.folios, 13 * EXTENT..(13 + FOLIO_CHUNKS) * EXTENT);
         // Nothing recorded in fresh memory: the folios start where it does.
         index.written.truncate(1);
-        assert_eq!(pass.fresh(&index, true).folios, 10 * EXTENT..(10 + FOLIO_CHUNKS) * EXTENT);
-        // No folios on this host, or turned off: none.
-        assert!(pass.fresh(&index, false).folios.is_empty());
-        assert!(Pass { fresh_folios: false, ..pass }.fresh(&index, true).folios.is_empty());
+        assert_eq!(pass.fresh(&index).folios, 10 * EXTENT..(10 + FOLIO_CHUNKS) * EXTENT);
+        // No folios (on this host, or turned off), or 4 KiB pages everywhere: none.
+        assert!(Pass { fresh_folios: false, ..pass }.fresh(&index).folios.is_empty());
+        assert!(Pass { fresh_small_pages: true, ..pass }.fresh(&index).folios.is_empty());
     }
 
     /// `AnonHugePages` (bytes) of the mappings that start inside `[addr, addr + len)`, from
