@@ -20,12 +20,11 @@
 //! So a VM's private memory is what it writes, at 4 KiB granularity, except where its heap
 //! grows by much: requests allocate densely there (whole chunks), and one fault per 2 MiB
 //! instead of one per 4 KiB is worth it. Where another input's heap is likely to end — just
-//! above the recording's — 64 KiB folios keep a partly used chunk from costing 2 MiB, at one
-//! KVM fault per 32 KiB written on shadow paging (measured alternatives in `docs/ARCHITECTURE.md`); and
-//! pages the recording saw written cost no copy-on-write fault after resume. After an
-//! invocation,
-//! [`RestoredVm::trim`](super::RestoredVm::trim) can give back the untouched parts of those
-//! fresh huge pages (`restore/trim.rs`). Pages the recording did not see (another input)
+//! above the recording's — 64 KiB folios keep a partly used chunk from costing 2 MiB, at
+//! one KVM fault per 32 KiB written on shadow paging (measured alternatives in
+//! `docs/ARCHITECTURE.md`); and pages the recording saw written cost no copy-on-write fault
+//! after resume. After an invocation, [`RestoredVm::trim`](super::RestoredVm::trim) can
+//! give back the untouched parts of those fresh huge pages (`restore/trim.rs`). Pages the recording did not see (another input)
 //! are copied on demand, 4 KiB at a time. On a medium with only 2 MiB
 //! pages (hugetlbfs) a write copies 2 MiB: the ablation's "2 MiB pages" case.
 //!
@@ -147,7 +146,7 @@ impl Pass {
         let pages: u64 = written.iter().map(|r| r.count).sum();
         if start < fresh.start || self.fresh_small_pages || (pages > 0 && pages < SPARSE_PAGES) {
             Backing::Small
-        } else if pages == 0 && fresh.folios.contains(&start) {
+        } else if fresh.folios.contains(&start) {
             Backing::Folios
         } else {
             Backing::Huge
@@ -399,18 +398,19 @@ mod tests {
             eprintln!("skipped: transparent huge pages are off here");
             return;
         }
-        let len = 2 * EXTENT as usize;
-        let mapping = Mapping::reserve(len).expect("reserve");
-        mapping.map_anonymous(0, len).expect("anonymous");
-        advise(&mapping, 0, 2 * EXTENT, Advice::HugePage, "test").unwrap();
-        assert_eq!(prepare_folios(&mapping, 0, EXTENT).unwrap(), PAGE_SIZE);
+        // Chunks 1 (folios) and 2 (the control), between two inaccessible chunks that keep
+        // other tests' memory from merging into their mapping.
+        let mapping = Mapping::reserve(4 * EXTENT as usize).expect("reserve");
+        mapping.map_anonymous(EXTENT as usize, 2 * EXTENT as usize).expect("anonymous");
+        advise(&mapping, EXTENT, 2 * EXTENT, Advice::HugePage, "test").unwrap();
+        assert_eq!(prepare_folios(&mapping, EXTENT, 2 * EXTENT).unwrap(), PAGE_SIZE);
         let memory = GuestMemory::new(mapping).expect("view");
-        for chunk in 0..2 {
+        for chunk in 1..3 {
             memory.write(chunk * EXTENT + 8192, &[1]).unwrap();
         }
-        // Both chunks were written; only the neighbour may hold a huge page.
+        // Both chunks were written; only the control may hold a huge page.
         let base = memory.mapping().as_ptr() as usize;
-        match anon_huge_bytes(base, len) {
+        match anon_huge_bytes(base + EXTENT as usize, 2 * EXTENT as usize) {
             huge if huge == EXTENT => {}
             0 => eprintln!("skipped: the control chunk got no huge page either (memory fragmented?)"),
             huge => panic!("{huge} bytes of huge pages: the folio chunk took one"),
