@@ -152,3 +152,48 @@ pub fn total_memory(usages: &[&MemoryUsage]) -> u64 {
 pub fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1 << 20) as f64
 }
+
+/// One mapping of /proc/self/smaps: its address range and its `Key: value` lines (for tests
+/// that check how the kernel backed a mapping).
+#[cfg(test)]
+pub(crate) struct SmapsEntry {
+    pub range: std::ops::Range<usize>,
+    pub fields: Vec<(String, String)>,
+}
+
+#[cfg(test)]
+impl SmapsEntry {
+    /// The value of `key`, if the mapping has one.
+    pub fn field(&self, key: &str) -> Option<&str> {
+        self.fields.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    /// The value of a `NN kB` field, in bytes.
+    pub fn bytes(&self, key: &str) -> u64 {
+        self.field(key).and_then(|v| v.trim_end_matches("kB").trim().parse::<u64>().ok()).unwrap_or(0) << 10
+    }
+}
+
+/// This process's mappings, from /proc/self/smaps.
+#[cfg(test)]
+pub(crate) fn smaps() -> Vec<SmapsEntry> {
+    let text = std::fs::read_to_string("/proc/self/smaps").expect("smaps");
+    let mut entries: Vec<SmapsEntry> = Vec::new();
+    for line in text.lines() {
+        let range = line
+            .split_whitespace()
+            .next()
+            .and_then(|r| r.split_once('-'))
+            .and_then(|(a, b)| Some(usize::from_str_radix(a, 16).ok()?..usize::from_str_radix(b, 16).ok()?));
+        match (range, entries.last_mut()) {
+            (Some(range), _) => entries.push(SmapsEntry { range, fields: Vec::new() }),
+            (None, Some(entry)) => {
+                if let Some((k, v)) = line.split_once(':') {
+                    entry.fields.push((k.to_string(), v.trim().to_string()));
+                }
+            }
+            (None, None) => {}
+        }
+    }
+    entries
+}

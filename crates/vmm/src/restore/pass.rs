@@ -375,26 +375,20 @@ mod tests {
         assert!(Pass { fresh_small_pages: true, ..pass }.fresh(&index).folios.is_empty());
     }
 
-    /// `AnonHugePages` (bytes) of the mappings that start inside `[addr, addr + len)`, from
-    /// smaps (neighbouring chunks with the same advice are one mapping).
+    /// `AnonHugePages` (bytes) of the mappings that start inside `[addr, addr + len)`
+    /// (neighbouring chunks with the same advice are one mapping).
     fn anon_huge_bytes(addr: usize, len: usize) -> u64 {
-        let smaps = std::fs::read_to_string("/proc/self/smaps").expect("smaps");
-        let (mut inside, mut total) = (false, 0);
-        for line in smaps.lines() {
-            let range = line.split_whitespace().next().and_then(|r| r.split_once('-'));
-            if let Some(a) = range.and_then(|(a, _)| usize::from_str_radix(a, 16).ok()) {
-                inside = (addr..addr + len).contains(&a);
-            } else if let Some(kib) = line.strip_prefix("AnonHugePages:").filter(|_| inside) {
-                total += kib.trim().trim_end_matches("kB").trim().parse::<u64>().expect("kB") << 10;
-            }
-        }
-        total
+        let inside = addr..addr + len;
+        crate::metrics::smaps()
+            .iter()
+            .filter(|e| inside.contains(&e.range.start))
+            .map(|e| e.bytes("AnonHugePages"))
+            .sum()
     }
 
     #[test]
     fn a_folio_chunk_never_takes_a_huge_page_and_its_neighbour_does() {
-        let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default();
-        if !thp.contains("[always]") && !thp.contains("[madvise]") {
+        if !folios::huge_pages_advised() {
             eprintln!("skipped: transparent huge pages are off here");
             return;
         }

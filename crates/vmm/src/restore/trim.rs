@@ -215,21 +215,11 @@ mod tests {
         assert_eq!(private(&memory), kept, "{again:?}");
     }
 
-    /// The `VmFlags` of the mapping holding `addr`, from /proc/self/smaps.
+    /// The `VmFlags` of the mapping holding `addr`.
     fn vm_flags(addr: usize) -> String {
-        let smaps = std::fs::read_to_string("/proc/self/smaps").expect("smaps");
-        let mut inside = false;
-        for line in smaps.lines() {
-            let range = line.split_whitespace().next().and_then(|r| r.split_once('-'));
-            if let Some((a, b)) =
-                range.and_then(|(a, b)| Some((usize::from_str_radix(a, 16).ok()?, usize::from_str_radix(b, 16).ok()?)))
-            {
-                inside = (a..b).contains(&addr);
-            } else if inside && line.starts_with("VmFlags:") {
-                return line.to_string();
-            }
-        }
-        panic!("no mapping holds {addr:#x}")
+        let entries = crate::metrics::smaps();
+        let entry = entries.iter().find(|e| e.range.contains(&addr)).expect("a mapping holds the address");
+        format!("VmFlags: {}", entry.field("VmFlags").unwrap_or_default())
     }
 
     #[test]

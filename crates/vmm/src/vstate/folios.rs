@@ -61,32 +61,58 @@ fn advised_gets(size: &str, thp: &str) -> bool {
 /// Whether advised memory gets 64 KiB folios and no larger size below 2 MiB, given each
 /// size's setting (KiB, value) and the global one. A larger size would be taken first.
 fn only_64k(sizes: &[(u64, String)], thp: &str) -> bool {
-    let allowed = |kib: u64| sizes.iter().any(|(k, v)| *k == kib && advised_gets(v, thp));
-    allowed(64) && !sizes.iter().any(|(k, v)| *k > 64 && *k < 2048 && advised_gets(v, thp))
+    sizes.iter().any(|(k, v)| *k == 64 && advised_gets(v, thp)) && !larger_allowed(sizes, thp)
 }
 
-/// Each folio size's setting on this host (KiB, selected value).
-fn read_sizes() -> io::Result<Vec<(u64, String)>> {
-    let mut sizes = Vec::new();
-    for entry in std::fs::read_dir(THP_DIR)? {
-        let name = entry?.file_name();
-        let Some(kib) = name.to_str().and_then(|n| n.strip_prefix("hugepages-")?.strip_suffix("kB")?.parse().ok())
-        else {
-            continue;
-        };
-        // Some sizes have a setting for shared memory only (8 KiB here): not for anonymous.
-        match read_selected(&Path::new(THP_DIR).join(&name).join("enabled")) {
-            Ok(value) => sizes.push((kib, value)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
+/// Whether advised memory may get a folio size between 64 KiB and 2 MiB.
+fn larger_allowed(sizes: &[(u64, String)], thp: &str) -> bool {
+    sizes.iter().any(|(k, v)| *k > 64 && *k < 2048 && advised_gets(v, thp))
+}
+
+/// The host's THP settings: the global one, and each folio size's (KiB, selected value).
+struct Settings {
+    thp: String,
+    sizes: Vec<(u64, String)>,
+}
+
+impl Settings {
+    fn read() -> io::Result<Self> {
+        let thp = read_selected(&Path::new(THP_DIR).join("enabled"))?;
+        let mut sizes = Vec::new();
+        for entry in std::fs::read_dir(THP_DIR)? {
+            let name = entry?.file_name();
+            let Some(kib) = name.to_str().and_then(|n| n.strip_prefix("hugepages-")?.strip_suffix("kB")?.parse().ok())
+            else {
+                continue;
+            };
+            // Some sizes have a setting for shared memory only (8 KiB here): not for anonymous.
+            match read_selected(&Path::new(THP_DIR).join(&name).join("enabled")) {
+                Ok(value) => sizes.push((kib, value)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
         }
+        Ok(Settings { thp, sizes })
     }
-    Ok(sizes)
+
+    /// The 64 KiB size's setting.
+    fn folios(&self) -> Option<&str> {
+        self.sizes.iter().find(|(kib, _)| *kib == 64).map(|(_, v)| v.as_str())
+    }
+
+    fn only_64k(&self) -> bool {
+        only_64k(&self.sizes, &self.thp)
+    }
+
+    /// Whether a size between 64 KiB and 2 MiB is allowed for advised memory.
+    fn larger_allowed(&self) -> bool {
+        larger_allowed(&self.sizes, &self.thp)
+    }
 }
 
-fn read_available() -> bool {
-    let thp = read_selected(&Path::new(THP_DIR).join("enabled")).unwrap_or_default();
-    read_sizes().is_ok_and(|sizes| only_64k(&sizes, &thp))
+/// Whether the host gives memory advised `MADV_HUGEPAGE` transparent huge pages (2 MiB).
+pub fn huge_pages_advised() -> bool {
+    read_selected(&Path::new(THP_DIR).join("enabled")).is_ok_and(|thp| matches!(thp.as_str(), "always" | "madvise"))
 }
 
 /// Whether this host gives 64 KiB folios (and no larger ones below 2 MiB) to memory advised
@@ -96,7 +122,7 @@ pub fn available() -> bool {
         1 => false,
         2 => true,
         _ => {
-            let yes = read_available();
+            let yes = Settings::read().is_ok_and(|s| s.only_64k());
             READING.store(if yes { 2 } else { 1 }, Ordering::Relaxed);
             yes
         }
@@ -178,40 +204,33 @@ pub fn enable(record: &Path) -> Folios {
         Err(why) => return Folios::Unavailable(format!("a damaged record, left alone: {why}")),
     }
     forget();
-    let folios = match read_selected(Path::new(FOLIOS)) {
-        Ok(f) => f,
-        Err(e) => return Folios::Unavailable(format!("{FOLIOS}: {e}")),
+    let settings = match Settings::read() {
+        Ok(s) => s,
+        Err(e) => return Folios::Unavailable(format!("{THP_DIR}: {e}")),
     };
-    if available() {
+    if settings.only_64k() {
+        READING.store(2, Ordering::Relaxed);
         return Folios::Already;
     }
-    let thp = read_selected(&Path::new(THP_DIR).join("enabled")).unwrap_or_default();
-    if advised_gets(&folios, &thp) {
+    if settings.larger_allowed() {
         return Folios::Unavailable("larger folios than 64 KiB are allowed too".into());
     }
-    if !VALUES.contains(&folios.as_str()) {
-        return Folios::Unavailable(format!("{FOLIOS}: unknown value {folios:?}"));
-    }
+    // Not allowed for advised memory (else the checks above had answered): `never`, or
+    // `inherit` from a global `never`.
+    let Some(folios) = settings.folios().filter(|v| VALUES.contains(v)).map(str::to_owned) else {
+        return Folios::Unavailable(format!("{FOLIOS}: missing or unknown (a kernel before 6.8?)"));
+    };
     if let Err(e) = write_atomic(record, |f| writeln!(f, "{folios}")) {
         return Folios::Unavailable(format!("cannot record the setting: {e}"));
     }
-    let set = std::fs::write(FOLIOS, ADVISED);
     forget();
-    let why = match set {
-        Ok(()) if available() => {
-            return Folios::Enabled(Enabled { previous: folios, record: record.to_path_buf() });
+    match std::fs::write(FOLIOS, ADVISED) {
+        Ok(()) => Folios::Enabled(Enabled { previous: folios, record: record.to_path_buf() }),
+        Err(e) => {
+            let _ = std::fs::remove_file(record);
+            Folios::Unavailable(format!("cannot set {FOLIOS}: {e}"))
         }
-        Ok(()) => {
-            if let Err(why) = put_back(&folios) {
-                tracing::warn!("{why}");
-            }
-            "larger folios than 64 KiB are allowed too".to_string()
-        }
-        Err(e) => format!("cannot set {FOLIOS}: {e}"),
-    };
-    let _ = std::fs::remove_file(record);
-    forget();
-    Folios::Unavailable(why)
+    }
 }
 
 impl Drop for Enabled {

@@ -137,7 +137,17 @@ pub fn snapshot_in(hv: &Hypervisor, name: &str, tag: &str) -> (TempDir, PathBuf)
 
 /// Boots `name`, runs its init and snapshots it into `dir`.
 pub fn take_snapshot(hv: &Hypervisor, name: &str, dir: &std::path::Path) -> snapvisor_vmm::snapshot::Manifest {
-    let (mut vm, _) = snapvisor_vmm::MicroVm::boot(hv, image(name), MEM).expect("boot");
+    take_snapshot_of(hv, name, dir, MEM)
+}
+
+/// Boots `name` with `mem` bytes of guest memory, runs its init and snapshots it into `dir`.
+pub fn take_snapshot_of(
+    hv: &Hypervisor,
+    name: &str,
+    dir: &std::path::Path,
+    mem: u64,
+) -> snapvisor_vmm::snapshot::Manifest {
+    let (mut vm, _) = snapvisor_vmm::MicroVm::boot(hv, image(name), mem).expect("boot");
     vm.wait_ready(TIMEOUT).expect("init");
     vm.snapshot(hv, name, image(name), dir, false).expect("snapshot")
 }
@@ -150,10 +160,7 @@ pub fn recorded_snapshot(hv: &Hypervisor, name: &str, tag: &str) -> (TempDir, Pa
     let mem = info.inputs.iter().map(|i| i.mem_mib).max().unwrap_or(256) << 20;
     let tmp = TempDir::new(tag);
     let dir = tmp.path().join(name);
-    let (mut vm, _) = snapvisor_vmm::MicroVm::boot(hv, image(name), mem).expect("boot");
-    vm.wait_ready(TIMEOUT).expect("init");
-    vm.snapshot(hv, name, image(name), &dir, false).expect("snapshot");
-    drop(vm);
+    take_snapshot_of(hv, name, &dir, mem);
     let recorded_with = info.input(RECORD_INPUT).expect("input").request;
     snapvisor_vmm::restore::record(hv, &dir, recorded_with, RECORD_INPUT, TIMEOUT).expect("record");
     (tmp, dir)
@@ -161,6 +168,5 @@ pub fn recorded_snapshot(hv: &Hypervisor, name: &str, tag: &str) -> (TempDir, Pa
 
 /// Whether the host gives anonymous memory transparent huge pages on request.
 pub fn thp_on_request() -> bool {
-    std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
-        .is_ok_and(|s| s.contains("[always]") || s.contains("[madvise]"))
+    snapvisor_vmm::vstate::folios::huge_pages_advised()
 }
