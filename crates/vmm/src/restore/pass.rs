@@ -24,9 +24,10 @@
 //! one KVM fault per 32 KiB written on shadow paging (measured alternatives in
 //! `docs/ARCHITECTURE.md`); and pages the recording saw written cost no copy-on-write fault
 //! after resume. After an invocation, [`RestoredVm::trim`](super::RestoredVm::trim) can
-//! give back the untouched parts of those fresh huge pages (`restore/trim.rs`). Pages the recording did not see (another input)
-//! are copied on demand, 4 KiB at a time. On a medium with only 2 MiB
-//! pages (hugetlbfs) a write copies 2 MiB: the ablation's "2 MiB pages" case.
+//! give back the untouched parts of those fresh huge pages (`restore/trim.rs`). Pages the
+//! recording did not see (another input) are copied on demand, 4 KiB at a time. On a
+//! medium with only 2 MiB pages (hugetlbfs) a write copies 2 MiB: the ablation's "2 MiB
+//! pages" case.
 //!
 //! Device-dax cannot be mapped privately; a pool there is refused with a clear error
 //! rather than silently written to.
